@@ -1,0 +1,1 @@
+"""Actors: the Actor base, the Supervisor, one module per actor, the CLI entry."""

@@ -1,0 +1,86 @@
+"""The Actor base: one ``run()`` coroutine, a ready signal, heartbeats.
+
+An actor owns its NATS connection and its state; it talks to others only
+through subjects.  ``Actor.main`` is the supervisor child: it connects, starts
+the heartbeat and the connection watch in one TaskGroup beside ``run()``, and
+turns a closed connection into a crash the supervisor sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable
+from typing import ClassVar
+
+from rbot.bus import codec
+from rbot.bus.config import Settings
+from rbot.bus.connection import Bus, connect
+from rbot.bus.messages import Beat
+
+from .supervisor import ChildSpec, Restart
+from .timing import every
+
+Ready = Callable[[], None]
+
+
+def default_instance() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+class Actor:
+    """Subclasses set ``name`` and implement ``run(bus, ready)``."""
+
+    name: ClassVar[str] = "actor"
+    restart: ClassVar[Restart] = Restart.PERMANENT
+    shutdown_timeout: ClassVar[float] = 5.0
+
+    def __init__(self, settings: Settings, url: str, instance: str | None = None) -> None:
+        self.settings = settings
+        self.url = url
+        self.instance = instance or settings.rbot_instance or default_instance()
+        self.log = logging.getLogger(f"rbot.actor.{self.name}")
+        self._state = "starting"
+
+    async def run(self, bus: Bus, ready: Ready) -> None:
+        raise NotImplementedError
+
+    def spec(self) -> ChildSpec:
+        return ChildSpec(
+            self.name, self.main, restart=self.restart, shutdown_timeout=self.shutdown_timeout
+        )
+
+    async def main(self, ready: Ready) -> None:
+        subjects = self.settings.subjects()
+        bus = await connect(self.url, subjects, f"rbot-{self.name}-{self.instance}")
+        self._state = "starting"
+
+        def say_ready() -> None:
+            self._state = "running"
+            ready()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                side = [tg.create_task(bus.watch()), tg.create_task(self._beat(bus))]
+                await self.run(bus, say_ready)
+                for t in side:
+                    t.cancel()
+        finally:
+            await bus.close()
+
+    async def _beat(self, bus: Bus) -> None:
+        subject = bus.subjects.heartbeat(self.name, self.instance)
+        interval = self.settings.rbot_beat_interval_s
+        async for _ in every(interval):
+            beat = Beat(
+                actor=self.name,
+                instance=self.instance,
+                state=self._state,
+                interval=interval,
+                ts=codec.now_iso(),
+            )
+            await bus.nc.publish(subject, codec.encode_envelope("beat", self.name, beat))

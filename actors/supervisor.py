@@ -1,0 +1,348 @@
+"""An Erlang/OTP-style supervisor for asyncio children.
+
+Vocabulary (from the OTP supervisor guide)::
+
+    strategy   one_for_one   a crashed child is restarted alone
+               one_for_all   a crashed child takes its siblings down; all restart
+    restart    permanent     always restarted
+               transient     restarted only after an abnormal exit (an exception)
+               temporary     never restarted
+    intensity  more than ``max_restarts`` restarts within ``max_seconds``:
+               stop every child in reverse order, report ``escalated``, run the
+               escalation hook (trading -> HALTED) and raise ``Escalation`` so the
+               process exits non-zero and systemd/Kubernetes takes over.
+
+Lifecycle of one child::
+
+    starting --ready()--> running --return--> exited  --(permanent)------> restarting
+        |                    |                                              |
+        |                    +--raise----> crashed --(permanent|transient)--+
+        +--exit before ready-> crashed                                       |
+    restarting --backoff delay--> starting                                   |
+    stop: stopping --> stopped | abandoned (ignored cancellation past its shutdown timeout)
+
+Children start in order, each after the previous one said ``ready()``, and stop
+in reverse order.  Restarts wait a jittered exponential backoff that resets once
+a child has run for ``healthy_after`` seconds.  Every change goes to ``report``
+(the CLI publishes it on ``rbot.evt.actor.<actor>.<type>`` and in KV ``actors``).
+
+A supervisor is itself a child: ``Supervisor.run`` has the child signature, so
+trees nest.  Child tasks are owned by the supervisor; a child that ignores
+cancellation past its timeout is abandoned (reported, never awaited again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from .backoff import Backoff
+
+log = logging.getLogger("rbot.supervisor")
+
+Ready = Callable[[], None]
+ChildFn = Callable[[Ready], Awaitable[None]]
+Report = Callable[[str, str, dict[str, str]], None]
+
+
+class Restart(enum.StrEnum):
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+
+class Strategy(enum.StrEnum):
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+
+
+class ChildState(enum.StrEnum):
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    EXITED = "exited"
+    CRASHED = "crashed"
+    ABANDONED = "abandoned"
+
+
+# which state a child may move to from each state
+TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
+    ChildState.IDLE: frozenset({ChildState.STARTING}),
+    ChildState.STARTING: frozenset(
+        {ChildState.RUNNING, ChildState.CRASHED, ChildState.EXITED, ChildState.STOPPING}
+    ),
+    ChildState.RUNNING: frozenset({ChildState.EXITED, ChildState.CRASHED, ChildState.STOPPING}),
+    ChildState.EXITED: frozenset({ChildState.RESTARTING, ChildState.STOPPED}),
+    ChildState.CRASHED: frozenset({ChildState.RESTARTING, ChildState.STOPPED}),
+    ChildState.RESTARTING: frozenset({ChildState.STARTING, ChildState.STOPPED}),
+    ChildState.STOPPING: frozenset({ChildState.STOPPED, ChildState.ABANDONED}),
+    ChildState.STOPPED: frozenset({ChildState.RESTARTING, ChildState.STARTING}),
+    ChildState.ABANDONED: frozenset({ChildState.RESTARTING, ChildState.STARTING}),
+}
+
+
+class SupervisorError(Exception):
+    """Base error of the supervisor."""
+
+
+class Escalation(SupervisorError):
+    """Restart intensity exceeded: the supervisor gave up."""
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    fn: ChildFn
+    restart: Restart = Restart.PERMANENT
+    shutdown_timeout: float = 5.0
+    start_timeout: float = 30.0
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    state: ChildState = ChildState.IDLE
+    task: asyncio.Task[None] | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    started_at: float = 0.0
+    restarts: int = 0
+    attempt: int = 0
+
+    def move(self, to: ChildState) -> None:
+        if to not in TRANSITIONS[self.state]:
+            raise SupervisorError(f"{self.spec.name}: illegal transition {self.state} -> {to}")
+        self.state = to
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _describe(exc.exceptions[0])
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        children: list[ChildSpec],
+        *,
+        name: str = "supervisor",
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        max_restarts: int = 5,
+        max_seconds: float = 10.0,
+        backoff: Backoff | None = None,
+        healthy_after: float = 10.0,
+        report: Report | None = None,
+        on_escalate: Callable[[str], Awaitable[None]] | None = None,
+        escalate_timeout: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        names = [c.name for c in children]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate child names in {names}")
+        self.name = name
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        self.max_seconds = max_seconds
+        self.backoff = backoff or Backoff()
+        self.healthy_after = healthy_after
+        self._report = report
+        self._on_escalate = on_escalate
+        self._escalate_timeout = escalate_timeout
+        self._rng = rng or random.Random()
+        self._children = [_Child(c) for c in children]
+        self._restart_times: deque[float] = deque()
+        self.abandoned: list[asyncio.Task[None]] = []
+
+    # -- introspection ---------------------------------------------------
+    def state(self, name: str) -> ChildState:
+        return self._child(name).state
+
+    def restarts(self, name: str) -> int:
+        return self._child(name).restarts
+
+    def task(self, name: str) -> asyncio.Task[None] | None:
+        return self._child(name).task
+
+    def _child(self, name: str) -> _Child:
+        for c in self._children:
+            if c.spec.name == name:
+                return c
+        raise KeyError(name)
+
+    def _emit(self, child: _Child, type_: str, **info: str) -> None:
+        info.setdefault("restarts", str(child.restarts))
+        info.setdefault("supervisor", self.name)
+        log.info("%s %s %s", child.spec.name, type_, info.get("reason", ""))
+        if self._report is not None:
+            try:
+                self._report(child.spec.name, type_, info)
+            except Exception:  # a broken reporter must not take the tree down
+                log.exception("lifecycle report for %s failed", child.spec.name)
+
+    # -- running ---------------------------------------------------------
+    async def run(self, ready: Ready | None = None) -> None:
+        try:
+            for child in self._children:
+                await self._start(child)
+            if ready is not None:
+                ready()
+            await self._loop()
+        finally:
+            await self._stop_all(reversed(self._children))
+
+    async def _loop(self) -> None:
+        while True:
+            ended = [
+                c
+                for c in self._children
+                if c.state is ChildState.RUNNING and c.task is not None and c.task.done()
+            ]
+            for child in ended:
+                await self._handle_exit(child, *self._outcome(child))
+            if ended:
+                continue
+            live = [c.task for c in self._children if c.task is not None and not c.task.done()]
+            if not live:
+                return  # every child ended for good (temporary / transient)
+            await asyncio.wait(live, return_when=asyncio.FIRST_COMPLETED)
+
+    def _outcome(self, child: _Child) -> tuple[bool, str]:
+        """(abnormal, description) of a finished child task."""
+        assert child.task is not None
+        if child.task.cancelled():
+            return True, "cancelled"
+        exc = child.task.exception()
+        if exc is None:
+            return False, "normal"
+        return True, _describe(exc)
+
+    async def _handle_exit(self, child: _Child, abnormal: bool, why: str) -> None:
+        if abnormal:
+            child.move(ChildState.CRASHED)
+            self._emit(child, "crashed", reason=why)
+            exc = None
+            if child.task is not None and child.task.done() and not child.task.cancelled():
+                exc = child.task.exception()
+            if exc is not None:
+                log.error("%s crashed", child.spec.name, exc_info=exc)
+        else:
+            child.move(ChildState.EXITED)
+            self._emit(child, "exited", reason=why)
+        restart = child.spec.restart is Restart.PERMANENT or (
+            child.spec.restart is Restart.TRANSIENT and abnormal
+        )
+        if not restart:
+            child.move(ChildState.STOPPED)
+            self._emit(child, "stopped", reason="not restarted")
+            return
+        await self._check_intensity(child)
+        group = [child]
+        if self.strategy is Strategy.ONE_FOR_ALL:
+            others = [c for c in self._children if c is not child and c.state is ChildState.RUNNING]
+            await self._stop_all(reversed(others))
+            group = [c for c in self._children if c is child or c in others]
+        for c in group:
+            c.move(ChildState.RESTARTING)
+        await self._pause(child)
+        child.restarts += 1
+        for c in group:  # in start order
+            if c.state is ChildState.RESTARTING:
+                await self._start(c)
+
+    async def _pause(self, child: _Child) -> None:
+        if child.started_at and time.monotonic() - child.started_at >= self.healthy_after:
+            child.attempt = 0
+        delay = self.backoff.delay(child.attempt, self._rng)
+        child.attempt += 1
+        self._emit(child, "restarting", delay=f"{delay:.3f}")
+        await asyncio.sleep(delay)  # the restart backoff itself
+
+    async def _check_intensity(self, child: _Child) -> None:
+        now = time.monotonic()
+        self._restart_times.append(now)
+        while self._restart_times and now - self._restart_times[0] > self.max_seconds:
+            self._restart_times.popleft()
+        if len(self._restart_times) <= self.max_restarts:
+            return
+        reason = (
+            f"{len(self._restart_times)} restarts within {self.max_seconds}s "
+            f"(max {self.max_restarts}); last: {child.spec.name}"
+        )
+        self._emit(child, "escalated", reason=reason)
+        log.critical("supervisor %s escalates: %s", self.name, reason)
+        await self._stop_all(reversed(self._children))
+        if self._on_escalate is not None:
+            try:
+                async with asyncio.timeout(self._escalate_timeout):
+                    await self._on_escalate(reason)
+            except Exception:  # boundary: the escalation itself must go on
+                log.exception("escalation hook failed")
+        raise Escalation(reason)
+
+    async def _start(self, child: _Child) -> None:
+        child.move(ChildState.STARTING)
+        ev = child.ready = asyncio.Event()
+        self._emit(child, "starting")
+        child.task = asyncio.create_task(child.spec.fn(ev.set), name=f"actor:{child.spec.name}")
+        child.started_at = time.monotonic()
+        readiness = asyncio.ensure_future(ev.wait())
+        try:
+            await asyncio.wait(
+                [child.task, readiness],
+                timeout=child.spec.start_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            readiness.cancel()
+        if child.task.done():  # ended before (or just as) it said ready
+            await self._handle_exit(child, *self._outcome(child))
+        elif ev.is_set():
+            child.move(ChildState.RUNNING)
+            self._emit(child, "started")
+        else:
+            await self._cancel(child)
+            await self._handle_exit(child, True, f"not ready within {child.spec.start_timeout}s")
+
+    async def _cancel(self, child: _Child) -> bool:
+        """Cancel a child and wait up to its shutdown timeout. False: abandoned."""
+        task = child.task
+        if task is None or task.done():
+            return True
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=child.spec.shutdown_timeout)
+        if not done:
+            self.abandoned.append(task)
+            return False
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                log.warning("%s raised while stopping: %s", child.spec.name, _describe(exc))
+        return True
+
+    async def _stop_all(self, children: Iterable[_Child]) -> None:
+        for child in list(children):
+            await self._stop(child)
+
+    async def _stop(self, child: _Child) -> None:
+        if child.state not in (ChildState.RUNNING, ChildState.STARTING):
+            return
+        child.move(ChildState.STOPPING)
+        self._emit(child, "stopping")
+        ok = await self._cancel(child)
+        if ok:
+            child.move(ChildState.STOPPED)
+            self._emit(child, "stopped")
+        else:
+            child.move(ChildState.ABANDONED)
+            self._emit(
+                child, "abandoned", reason=f"ignored cancellation for {child.spec.shutdown_timeout}s"
+            )

@@ -1,0 +1,102 @@
+"""Every error is JSON ``{"code", "message", "detail"}`` with a stable code.
+
+Routers raise ``ApiError(status, code, message, detail)``; validation errors,
+unknown routes, oversized bodies and unexpected exceptions are mapped here, so
+a client never sees a bare 500 page or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("rbot.api")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.headers = headers
+
+
+def error_response(
+    status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message, "detail": detail}, status_code=status, headers=headers
+    )
+
+
+def _clean_validation(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        # never echo the submitted value back: it may be a password
+        out.append({"loc": loc, "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation(list(exc.errors()))
+        code = "validation_error"
+        if any(e["type"] == "extra_forbidden" for e in errors):
+            code = "unknown_field"
+        elif any(e["type"] == "json_invalid" for e in errors):
+            code = "invalid_json"
+        return error_response(422, code, "the request does not match the schema", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError
+
+        if isinstance(exc, (ConnectionClosedError, NoRespondersError, TimeoutError, OSError)):
+            log.warning("bus unavailable for %s: %s", request.url.path, type(exc).__name__)
+            return error_response(
+                503, "bus_unavailable", "the message bus is unavailable; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        log.exception("unexpected error on %s", request.url.path)
+        rid = request.headers.get("x-request-id", "")
+        return error_response(500, "internal_error", "unexpected error", {"request_id": rid})

@@ -1,0 +1,125 @@
+"""The NATS connection every actor and API process holds.
+
+nats-py gives up after ~60 reconnect attempts by default; here it reconnects
+forever.  If the connection does close (a fatal protocol error, an explicit
+close), ``Bus.closed`` is set and ``Bus.watch()`` raises, so the supervisor sees
+a crash instead of an actor sitting on a dead socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from .subjects import Subjects
+
+log = logging.getLogger("rbot.bus")
+
+
+class BusClosed(ConnectionError):
+    """The NATS connection closed for good."""
+
+
+class Bus:
+    """One NATS connection with its JetStream context, subjects and KV handles."""
+
+    def __init__(self, nc: NATS, subjects: Subjects, name: str) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.subjects = subjects
+        self.name = name
+        self.closed = asyncio.Event()
+        self.reconnected = asyncio.Event()
+        self.reconnects = 0
+        self._kv: dict[str, KeyValue] = {}
+        self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    async def kv(self, name: str) -> KeyValue:
+        bucket = self.subjects.bucket(name)
+        kv = self._kv.get(bucket)
+        if kv is None:
+            kv = self._kv[bucket] = await self.js.key_value(bucket)
+        return kv
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=2.0)
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                log.debug("drain of %s failed (%s); closing", self.name, exc)
+                await self.nc.close()
+        self.closed.set()
+
+    async def watch(self) -> None:
+        """Return never; raise ``BusClosed`` when the connection closes."""
+        await self.closed.wait()
+        raise BusClosed(f"NATS connection {self.name} closed")
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+
+async def connect(
+    url: str,
+    subjects: Subjects,
+    name: str,
+    *,
+    connect_timeout: float = 5.0,
+    first_attempts: int = 60,
+) -> Bus:
+    """Connect, retrying the first connection, then reconnect forever."""
+    holder: dict[str, Bus] = {}
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats %s: %s", name, exc)
+
+    async def on_disconnect() -> None:
+        log.info("nats %s: disconnected", name)
+
+    async def on_reconnect() -> None:
+        bus = holder.get("bus")
+        log.info("nats %s: reconnected", name)
+        if bus is not None:
+            bus.reconnects += 1
+            bus.reconnected.set()
+
+    async def on_closed() -> None:
+        bus = holder.get("bus")
+        if bus is not None:
+            bus.closed.set()
+
+    opts: dict[str, Any] = dict(
+        servers=[url],
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        connect_timeout=connect_timeout,
+        ping_interval=5,
+        max_outstanding_pings=3,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        closed_cb=on_closed,
+    )
+    delay = 0.05
+    for attempt in range(first_attempts):
+        try:
+            nc = await nats.connect(**opts)
+            break
+        except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+            if attempt == first_attempts - 1:
+                raise BusClosed(f"cannot connect to NATS: {exc}") from exc
+            await asyncio.sleep(delay)  # back off before the next first-connect attempt
+            delay = min(delay * 2, 1.0)
+    bus = Bus(nc, subjects, name)
+    holder["bus"] = bus
+    return bus

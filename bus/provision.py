@@ -1,0 +1,120 @@
+"""Streams and KV buckets, created or brought up to date on every start.
+
+Idempotent: a present stream with the same config is left alone, one whose
+config drifted is updated, a missing one is created.  Every process may call it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from .connection import Bus
+
+log = logging.getLogger("rbot.bus")
+
+DUPLICATE_WINDOW_S = 600.0  # JetStream de-dup window for ORDERS and EXEC
+LEASE_TTL_S = 6.0
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    name: str
+    history: int = 1
+    ttl: float | None = None
+    max_value_size: int = 64 * 1024
+
+
+BUCKET_SPECS = (
+    BucketSpec("orders", history=1),
+    BucketSpec("users"),
+    BucketSpec("tokens", ttl=30 * 24 * 3600.0),
+    BucketSpec("prices"),
+    BucketSpec("leases", ttl=LEASE_TTL_S),
+    BucketSpec("actors"),
+    BucketSpec("control"),
+)
+
+
+def stream_configs(bus: Bus, replicas: int = 1) -> list[api.StreamConfig]:
+    s = bus.subjects
+    storage = api.StorageType.FILE
+    return [
+        api.StreamConfig(
+            name=s.stream("ORDERS"),
+            description="every order event: the audit trail and the SSE replay source",
+            subjects=s.stream_subjects("ORDERS"),
+            retention=api.RetentionPolicy.LIMITS,
+            storage=storage,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_msg_size=256 * 1024,
+        ),
+        api.StreamConfig(
+            name=s.stream("EXEC"),
+            description="accepted order commands waiting for their executor",
+            subjects=s.stream_subjects("EXEC"),
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=storage,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_msg_size=256 * 1024,
+        ),
+        api.StreamConfig(
+            name=s.stream("SYSTEM"),
+            description="actor lifecycle events (supervisor)",
+            subjects=s.stream_subjects("SYSTEM"),
+            retention=api.RetentionPolicy.LIMITS,
+            storage=storage,
+            num_replicas=replicas,
+            max_age=7 * 24 * 3600.0,
+            max_msgs=100_000,
+        ),
+    ]
+
+
+async def provision(bus: Bus, replicas: int = 1) -> None:
+    for cfg in stream_configs(bus, replicas):
+        assert cfg.name is not None
+        try:
+            await bus.js.stream_info(cfg.name)
+        except NotFoundError:
+            await bus.js.add_stream(cfg)
+            log.info("created stream %s", cfg.name)
+        else:
+            await bus.js.update_stream(cfg)
+    for spec in BUCKET_SPECS:
+        name = bus.subjects.bucket(spec.name)
+        kv_cfg = api.KeyValueConfig(
+            bucket=name,
+            history=spec.history,
+            ttl=spec.ttl,
+            storage=api.StorageType.FILE,
+            replicas=replicas,
+            max_value_size=spec.max_value_size,
+        )
+        try:
+            await bus.js.create_key_value(kv_cfg)
+        except BadRequestError as exc:  # exists with another config: keep the data
+            log.info("bucket %s exists with another config (%s): kept", name, exc)
+
+
+async def check(bus: Bus) -> list[str]:
+    """Names of streams or buckets that are missing (empty: all present)."""
+    missing: list[str] = []
+    for cfg in stream_configs(bus):
+        assert cfg.name is not None
+        try:
+            await bus.js.stream_info(cfg.name)
+        except NotFoundError:
+            missing.append(cfg.name)
+    for spec in BUCKET_SPECS:
+        name = bus.subjects.bucket(spec.name)
+        try:
+            await bus.js.stream_info(f"KV_{name}")
+        except NotFoundError:
+            missing.append(name)
+    return missing

@@ -1,0 +1,1 @@
+"""The browser dashboard: static files served by the API."""

