@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     rbot_cors_origins: str = ""
     rbot_max_body_bytes: int = 16384
     rbot_cookie_secure: bool = False
+    rbot_sse_keepalive_s: float = 15.0
 
     # trading
     paper_mode: bool = True

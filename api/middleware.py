@@ -1,0 +1,155 @@
+"""The API's edges: body limit (413), request ids, security headers, CORS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rbot.bus.config import Settings
+
+log = logging.getLogger("rbot.api.access")
+
+_RID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+def _json_error(status: int, code: str, message: str) -> tuple[Message, Message]:
+    body = json.dumps({"code": code, "message": message, "detail": None}).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with a JSON 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._refuse(send)
+                    return
+        seen = 0
+        refused = False
+
+        async def limited() -> Message:
+            nonlocal seen, refused
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    raise _TooLarge
+            return msg
+
+        started = False
+
+        async def watch(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, watch)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+        except BaseExceptionGroup as eg:
+            if refused and not started and eg.subgroup(_TooLarge) is not None:
+                await self._refuse(send)
+            else:
+                raise
+
+    async def _refuse(self, send: Send) -> None:
+        start, body = _json_error(
+            413, "payload_too_large", f"request body over {self.limit} bytes"
+        )
+        await send(start)
+        await send(body)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestIdAndHeaders:
+    """A request id on every response (and in the access log); security headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _RID_RE.match(candidate):
+                    rid = candidate
+        rid = rid or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 0
+
+        async def send_with_headers(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+                headers = list(msg.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                headers.extend(SECURITY_HEADERS)
+                msg = {**msg, "headers": headers}
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            # path only: never the query string, headers or body (they may carry secrets)
+            log.info("%s %s %s rid=%s", scope.get("method"), scope.get("path"), status, rid)
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    origins = [o.strip() for o in settings.rbot_cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-PIN", "Last-Event-ID"],
+        )
+    app.add_middleware(BodyLimit, limit=settings.rbot_max_body_bytes)
+    app.add_middleware(RequestIdAndHeaders)
