@@ -20,9 +20,9 @@ from rbot.bus import codec
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus, connect
 from rbot.bus.messages import Beat
+from rbot.bus.timing import every
 
 from .supervisor import ChildSpec, Restart
-from .timing import every
 
 Ready = Callable[[], None]
 
@@ -39,12 +39,19 @@ class Actor:
     restart: ClassVar[Restart] = Restart.PERMANENT
     shutdown_timeout: ClassVar[float] = 5.0
 
-    def __init__(self, settings: Settings, url: str, instance: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, url: str | Callable[[], str], instance: str | None = None
+    ) -> None:
         self.settings = settings
-        self.url = url
+        self._url = url
         self.instance = instance or settings.rbot_instance or default_instance()
         self.log = logging.getLogger(f"rbot.actor.{self.name}")
         self._state = "starting"
+
+    @property
+    def url(self) -> str:
+        """The NATS URL, resolved at start (the embedded server picks its port late)."""
+        return self._url if isinstance(self._url, str) else self._url()
 
     async def run(self, bus: Bus, ready: Ready) -> None:
         raise NotImplementedError

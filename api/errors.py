@@ -94,7 +94,9 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, (ConnectionClosedError, NoRespondersError, TimeoutError, OSError)):
             log.warning("bus unavailable for %s: %s", request.url.path, type(exc).__name__)
             return error_response(
-                503, "bus_unavailable", "the message bus is unavailable; retry shortly",
+                503,
+                "bus_unavailable",
+                "the message bus is unavailable; retry shortly",
                 headers={"Retry-After": "1"},
             )
         log.exception("unexpected error on %s", request.url.path)

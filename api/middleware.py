@@ -35,7 +35,10 @@ def _json_error(status: int, code: str, message: str) -> tuple[Message, Message]
     start: Message = {
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
     }
     return start, {"type": "http.response.body", "body": body}
 
@@ -93,9 +96,7 @@ class BodyLimit:
                 raise
 
     async def _refuse(self, send: Send) -> None:
-        start, body = _json_error(
-            413, "payload_too_large", f"request body over {self.limit} bytes"
-        )
+        start, body = _json_error(413, "payload_too_large", f"request body over {self.limit} bytes")
         await send(start)
         await send(body)
 
@@ -149,7 +150,13 @@ def install(app: FastAPI, settings: Settings) -> None:
             allow_origins=origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-PIN", "Last-Event-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-PIN",
+                "Last-Event-ID",
+            ],
         )
     app.add_middleware(BodyLimit, limit=settings.rbot_max_body_bytes)
     app.add_middleware(RequestIdAndHeaders)

@@ -93,4 +93,5 @@ def payload(env: Envelope, kind: type[T]) -> T:
 
 
 def to_builtins(obj: Any) -> Any:
-    return msgspec.to_builtins(obj, decimal_format="string")
+    """Plain JSON-ready values (decimals as strings), e.g. for HTTP responses."""
+    return msgspec.json.decode(_encoder.encode(obj))

@@ -85,7 +85,9 @@ class Subjects:
 
     # -- market data -------------------------------------------------------
     def tick(self, venue: str, symbol: str) -> str:
-        return f"{self.prefix}.md.tick.{check_token(venue, 'venue')}.{check_token(symbol, 'symbol')}"
+        return (
+            f"{self.prefix}.md.tick.{check_token(venue, 'venue')}.{check_token(symbol, 'symbol')}"
+        )
 
     def ticks(self, venue: str = "*") -> str:
         v = "*" if venue == "*" else check_token(venue, "venue")
@@ -98,7 +100,9 @@ class Subjects:
         )
 
     def book(self, venue: str, symbol: str) -> str:
-        return f"{self.prefix}.md.book.{check_token(venue, 'venue')}.{check_token(symbol, 'symbol')}"
+        return (
+            f"{self.prefix}.md.book.{check_token(venue, 'venue')}.{check_token(symbol, 'symbol')}"
+        )
 
     # -- commands ----------------------------------------------------------
     @property

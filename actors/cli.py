@@ -1,0 +1,309 @@
+"""The ``rbot`` command: the composition root of the system.
+
+    rbot up                 embedded nats-server + every actor + the API (127.0.0.1:8787)
+    rbot actors [--only N]  actors alone, against NATS_URL (run it on many machines)
+    rbot api                the API alone, against NATS_URL
+    rbot tap [SUBJECT]      pretty-print bus traffic (default rbot.evt.>)
+    rbot user ...           manage users without HTTP
+
+This module is the one place allowed to import both ``actors`` and ``api``
+(lazily, in the commands that need them): it wires the tree, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from rbot.bus import codec
+from rbot.bus.config import Settings
+from rbot.bus.connection import connect
+from rbot.bus.messages import TradingState, TradingStateRecord
+
+from .base import Actor, default_instance
+from .reporter import Reporter
+from .supervisor import ChildSpec, Escalation, Restart, Supervisor
+
+log = logging.getLogger("rbot")
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+    )
+    logging.getLogger("nats").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def build_actors(settings: Settings, url: str | Callable[[], str], only: list[str]) -> list[Actor]:
+    from .registry import actor_classes
+
+    classes = actor_classes(settings)
+    unknown = set(only) - {c.name for c in classes}
+    if unknown:
+        raise SystemExit(f"unknown actor(s): {', '.join(sorted(unknown))}")
+    instance = settings.rbot_instance or default_instance()
+    return [cls(settings, url, instance) for cls in classes if not only or cls.name in only]
+
+
+async def halt_trading(settings: Settings, url: str, reason: str) -> None:
+    """Escalation hook: trading -> HALTED, so nothing new trades without supervision."""
+    bus = await connect(url, settings.subjects(), "rbot-escalation", first_attempts=3)
+    try:
+        kv = await bus.kv("control")
+        rec = TradingStateRecord(
+            state=TradingState.HALTED,
+            reason=f"supervisor escalation: {reason}",
+            by="supervisor",
+            ts=codec.now_iso(),
+        )
+        await kv.put("trading", codec.encode(rec))
+    finally:
+        await bus.close()
+
+
+def _actor_supervisor(
+    settings: Settings, url: Callable[[], str], only: list[str], reporter: Reporter
+) -> Supervisor:
+    actors = build_actors(settings, url, only)
+    return Supervisor(
+        [a.spec() for a in actors],
+        name="actors",
+        max_restarts=10,
+        max_seconds=30.0,
+        report=reporter.report,
+        on_escalate=lambda why: halt_trading(settings, url(), why),
+    )
+
+
+async def _run_tree(root: Supervisor, reporter: Reporter, banner: Callable[[], None]) -> None:
+    async with asyncio.TaskGroup() as tg:
+        rep = tg.create_task(reporter.run())
+        await root.run(banner)
+        rep.cancel()
+
+
+async def cmd_up(settings: Settings) -> None:
+    from rbot.api.server import ApiServer
+
+    from .natsd import EmbeddedNats
+
+    instance = settings.rbot_instance or default_instance()
+    children: list[ChildSpec] = []
+    if settings.nats_url:
+        url: Callable[[], str] = lambda: settings.nats_url or DEFAULT_URL  # noqa: E731
+        nats_line = settings.nats_url
+    else:
+        natsd = EmbeddedNats(
+            settings,
+            port=int(os.environ.get("RBOT_NATS_PORT", "4222")),
+            monitor_port=int(os.environ.get("RBOT_NATS_MONITOR_PORT", "8222")),
+        )
+        children.append(natsd.spec())
+        url = lambda: natsd.url  # noqa: E731
+        nats_line = "embedded"
+    reporter = Reporter(settings, url, instance)
+    if settings.nats_url:
+        reporter.nats_up.set()
+    api = ApiServer(settings, url)
+    admin_note: list[str] = []
+
+    async def bootstrap(ready: Callable[[], None]) -> None:
+        try:
+            users = importlib.import_module("rbot.api.users")
+        except ImportError:  # the users module lands with the auth issue
+            ready()
+            return
+        ensure_admin = users.ensure_admin
+        bus = await connect(url(), settings.subjects(), "rbot-bootstrap")
+        try:
+            created = await ensure_admin(bus)
+        finally:
+            await bus.close()
+        if created:
+            email, password = created
+            admin_note.append(
+                f"  first start: created admin {email} with password {password}\n"
+                "  (shown once; change it with POST /auth/password)"
+            )
+        ready()
+
+    children += [
+        ChildSpec("bootstrap", bootstrap, restart=Restart.TRANSIENT),
+        ChildSpec(
+            "actors", _actor_supervisor(settings, url, [], reporter).run, shutdown_timeout=20
+        ),
+        ChildSpec("api", api.main, shutdown_timeout=10),
+    ]
+    root = Supervisor(
+        children,
+        name="rbot",
+        max_restarts=5,
+        max_seconds=60.0,
+        report=reporter.report,
+        on_escalate=lambda why: halt_trading(settings, url(), why),
+    )
+
+    def banner() -> None:
+        host = settings.rbot_api_host
+        lines = [
+            "",
+            "RBOT Arena is up (paper mode)",
+            f"  dashboard  http://{host}:{api.port}/",
+            f"  API docs   http://{host}:{api.port}/docs",
+            f"  NATS       {url()} ({nats_line})",
+            f"  tap        rbot tap   or   nats sub '{settings.rbot_prefix}.evt.>'",
+            *admin_note,
+            "  Ctrl-C stops everything",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+    await _run_tree(root, reporter, banner)
+
+
+async def cmd_actors(settings: Settings, only: list[str]) -> None:
+    url = settings.nats_url or DEFAULT_URL
+    reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
+    reporter.nats_up.set()
+    root = _actor_supervisor(settings, lambda: url, only, reporter)
+    names = ", ".join(a for a in (only or ["all"]))
+    await _run_tree(root, reporter, lambda: print(f"actors running ({names}) on {url}", flush=True))
+
+
+async def cmd_api(settings: Settings) -> None:
+    from rbot.api.server import ApiServer
+
+    url = settings.nats_url or DEFAULT_URL
+    api = ApiServer(settings.model_copy(update={"nats_url": url}))
+    reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
+    reporter.nats_up.set()
+    root = Supervisor([ChildSpec("api", api.main)], name="api", report=reporter.report)
+    await _run_tree(
+        root,
+        reporter,
+        lambda: print(
+            f"API on http://{settings.rbot_api_host}:{api.port}/ (NATS {url})", flush=True
+        ),
+    )
+
+
+async def cmd_tap(settings: Settings, pattern: str, raw: bool, count: int | None) -> None:
+    subjects = settings.subjects()
+    full = subjects.pattern(pattern)
+    bus = await connect(settings.nats_url or DEFAULT_URL, subjects, "rbot-tap")
+    seen = 0
+    try:
+        sub = await bus.nc.subscribe(full)
+        print(f"tapping {full} on {settings.nats_url or DEFAULT_URL} (Ctrl-C to stop)", flush=True)
+        async for msg in sub.messages:
+            print(format_tap(msg.subject, msg.data, raw), flush=True)
+            seen += 1
+            if count is not None and seen >= count:
+                return
+    finally:
+        await bus.close()
+
+
+def format_tap(subject: str, data: bytes, raw: bool = False) -> str:
+    if raw:
+        return f"{subject} {data.decode(errors='replace')}"
+    try:
+        env = codec.decode_envelope(data)
+    except codec.DecodeError:
+        return f"{subject} {data[:300].decode(errors='replace')}"
+    body = bytes(env.payload).decode(errors="replace")
+    if len(body) > 400:
+        body = body[:400] + "…"
+    return f"{env.ts[11:23]} {subject:<44} {env.type:<16} {env.source:<14} {body}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rbot", description="RBOT Arena")
+    p.add_argument("--log-level", default=os.environ.get("RBOT_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="run everything: embedded NATS, actors and the API")
+    a = sub.add_parser("actors", help="run actors against NATS_URL")
+    a.add_argument("--only", nargs="+", default=[], metavar="NAME")
+    sub.add_parser("api", help="run the API against NATS_URL")
+    t = sub.add_parser("tap", help="print bus traffic")
+    t.add_argument("subject", nargs="?", default="rbot.evt.>")
+    t.add_argument("--raw", action="store_true", help="print the JSON as it is on the wire")
+    t.add_argument("--count", type=int, default=None, help="stop after N messages")
+    try:
+        usercli = importlib.import_module("rbot.actors.usercli")
+    except ImportError:  # pragma: no cover - before the auth module lands
+        pass
+    else:
+        usercli.add_parser(sub)
+    return p
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> int:
+    """Run with SIGINT/SIGTERM cancelling the main task: clean, reverse-order stop."""
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            return 0
+
+    try:
+        result = asyncio.run(main())
+    except (Escalation, BaseExceptionGroup) as exc:
+        esc = _find(exc, Escalation)
+        if esc is None:
+            raise
+        print(f"rbot: supervisor gave up: {esc}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    settings = Settings()
+    if args.cmd == "up":
+        return _run(cmd_up(settings))
+    if args.cmd == "actors":
+        return _run(cmd_actors(settings, args.only))
+    if args.cmd == "api":
+        return _run(cmd_api(settings))
+    if args.cmd == "tap":
+        if args.subject == "rbot.evt.>" and settings.rbot_prefix != "rbot":
+            args.subject = "evt.>"
+        return _run(cmd_tap(settings, args.subject, args.raw, args.count))
+    if args.cmd == "user":
+        usercli = importlib.import_module("rbot.actors.usercli")
+        return _run(usercli.run(args, settings))
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The heartbeat actor: aggregates beats, flags the silent, publishes the pulse.
+
+Every actor beats on ``rbot.hb.<actor>.<instance>`` each ``interval`` seconds.
+An instance whose last beat is older than two of its own intervals is flagged
+silent (an ``rbot.evt.actor.<actor>.silent`` event, once per silence); it is
+forgotten after a minute of silence, or at once when its supervisor reports it
+stopped.  Every ``RBOT_PULSE_INTERVAL_S`` (5 s) the system pulse goes out on
+``rbot.evt.heartbeat`` and the snapshot into KV ``actors``.  One leader (KV
+lease ``heartbeat``) so several ``rbot actors`` processes publish one pulse.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
+
+from rbot.bus import codec
+from rbot.bus.connection import Bus
+from rbot.bus.lease import lead
+from rbot.bus.messages import (
+    ActorEvent,
+    ActorStatus,
+    Beat,
+    Pulse,
+    TradingState,
+    TradingStateRecord,
+)
+from rbot.bus.timing import every
+
+from .base import Actor, Ready
+
+FORGET_AFTER_S = 60.0
+TRADING_KEY = "trading"
+
+
+@dataclass
+class _Seen:
+    actor: str
+    instance: str
+    state: str
+    interval: float
+    last: float  # monotonic
+    last_iso: str
+    restarts: int = 0
+    silent: bool = False
+
+
+class Registry:
+    """Pure bookkeeping of beats; ``time`` comes from the caller."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], _Seen] = {}
+
+    def beat(self, b: Beat, now: float) -> bool:
+        """Record a beat; True if the instance was silent before (it came back)."""
+        key = (b.actor, b.instance)
+        s = self.seen.get(key)
+        if s is None:
+            self.seen[key] = _Seen(b.actor, b.instance, b.state, b.interval, now, b.ts)
+            return False
+        back = s.silent
+        s.state, s.interval, s.last, s.last_iso, s.silent = b.state, b.interval, now, b.ts, False
+        return back
+
+    def lifecycle(self, ev: ActorEvent) -> None:
+        for (actor, _), s in list(self.seen.items()):
+            if actor == ev.actor:
+                s.restarts = max(s.restarts, ev.restarts)
+                if ev.state in ("stopped", "abandoned"):
+                    del self.seen[(actor, s.instance)]
+
+    def sweep(self, now: float) -> list[_Seen]:
+        """Mark newly silent instances (returned); forget long-silent ones."""
+        newly: list[_Seen] = []
+        for key, s in list(self.seen.items()):
+            age = now - s.last
+            if age > FORGET_AFTER_S:
+                del self.seen[key]
+            elif age > 2 * s.interval and not s.silent:
+                s.silent = True
+                newly.append(s)
+        return newly
+
+    def statuses(self) -> list[ActorStatus]:
+        return [
+            ActorStatus(
+                actor=s.actor,
+                instance=s.instance,
+                state="silent" if s.silent else s.state,
+                last_beat=s.last_iso,
+                silent=s.silent,
+                restarts=s.restarts,
+            )
+            for s in sorted(self.seen.values(), key=lambda s: (s.actor, s.instance))
+        ]
+
+
+async def read_trading_state(bus: Bus) -> TradingState:
+    kv = await bus.kv("control")
+    try:
+        entry = await kv.get(TRADING_KEY)
+    except KeyNotFoundError:
+        return TradingState.ACTIVE
+    if entry.value is None:
+        return TradingState.ACTIVE
+    return codec.decode(entry.value, TradingStateRecord).state
+
+
+class HeartbeatActor(Actor):
+    name = "heartbeat"
+
+    async def run(self, bus: Bus, ready: Ready) -> None:
+        reg = Registry()
+
+        async def on_beat(msg: Msg) -> None:
+            try:
+                beat = codec.payload(codec.decode_envelope(msg.data), Beat)
+            except codec.DecodeError:
+                self.log.warning("malformed beat on %s", msg.subject)
+                return
+            if reg.beat(beat, time.monotonic()):
+                self.log.info("%s.%s beats again", beat.actor, beat.instance)
+
+        async def on_lifecycle(msg: Msg) -> None:
+            try:
+                env = codec.decode_envelope(msg.data)
+                reg.lifecycle(codec.payload(env, ActorEvent))
+            except codec.DecodeError:
+                self.log.warning("malformed actor event on %s", msg.subject)
+
+        ready()
+
+        async def pulse_loop() -> None:
+            subs = [
+                await bus.nc.subscribe(bus.subjects.heartbeats, cb=on_beat),
+                await bus.nc.subscribe(bus.subjects.actor_events, cb=on_lifecycle),
+            ]
+            try:
+                await self._pulse(bus, reg)
+            finally:
+                for sub in subs:
+                    await sub.unsubscribe()
+
+        await lead(bus, "heartbeat", self.instance, pulse_loop)
+
+    async def _pulse(self, bus: Bus, reg: Registry) -> None:
+        sweep = min(self.settings.rbot_beat_interval_s, self.settings.rbot_pulse_interval_s)
+        per_pulse = max(1, round(self.settings.rbot_pulse_interval_s / sweep))
+        actors_kv = await bus.kv("actors")
+        async for n in every(sweep):
+            for s in reg.sweep(time.monotonic()):
+                self.log.warning("%s.%s is silent", s.actor, s.instance)
+                ev = ActorEvent(
+                    actor=s.actor,
+                    instance=s.instance,
+                    state="silent",
+                    reason=f"no beat for {2 * s.interval:g}s",
+                )
+                await bus.nc.publish(
+                    bus.subjects.actor_event(s.actor, "silent"),
+                    codec.encode_envelope("silent", s.actor, ev),
+                )
+            if n % per_pulse:
+                continue
+            statuses = reg.statuses()
+            silent = sorted({f"{s.actor}.{s.instance}" for s in statuses if s.silent})
+            pulse = Pulse(
+                status="degraded" if silent else "ok",
+                trading_state=str(await read_trading_state(bus)),
+                actors=statuses,
+                silent=silent,
+            )
+            await bus.nc.publish(
+                bus.subjects.pulse, codec.encode_envelope("heartbeat", "heartbeat", pulse)
+            )
+            for st in statuses:
+                await actors_kv.put(f"{st.actor}.{st.instance}", codec.encode(st))

@@ -1,0 +1,76 @@
+"""The API as a supervised child: uvicorn serving the app on a socket we bind.
+
+We bind the socket ourselves (so a busy port is an ``OSError`` the supervisor
+sees, not uvicorn's ``sys.exit``), leave signal handling to our own process,
+and say ready once uvicorn has started.  Port 0 picks a free port; ``port``
+then holds the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Generator
+
+import uvicorn
+
+from rbot.bus.config import Settings
+
+from .app import create_app
+
+log = logging.getLogger("rbot.api")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the rbot process owns SIGINT/SIGTERM
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
+
+
+class ApiServer:
+    def __init__(self, settings: Settings, url: Callable[[], str] | None = None) -> None:
+        self.settings = settings
+        self._url = url
+        self.port = settings.rbot_api_port
+
+    async def main(self, ready: Callable[[], None]) -> None:
+        settings = self.settings
+        if self._url is not None:
+            settings = settings.model_copy(update={"nats_url": self._url()})
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.rbot_api_host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(settings),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+            proxy_headers=False,
+        )
+        server = _Server(config, ready)
+        serve = asyncio.ensure_future(server.serve(sockets=[sock]))
+        try:
+            await asyncio.shield(serve)
+        finally:
+            server.should_exit = True
+            await serve
+            sock.close()
+        if server.lifespan is not None and getattr(server.lifespan, "should_exit", False):
+            raise RuntimeError("the API failed to start (lifespan error)")

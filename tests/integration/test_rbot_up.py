@@ -1,0 +1,120 @@
+"""End to end: ``rbot up`` as a subprocess, heartbeats on SSE and on plain NATS,
+nats-server SIGKILLed and restarted by the supervisor, a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import nats
+
+from tests.foreign_nats import ForeignNats
+from tests.rbotproc import RbotUp
+
+
+async def auth_headers(client: httpx.AsyncClient, rbot: RbotUp) -> dict[str, str]:
+    if rbot.admin is None:
+        return {}
+    email, password = rbot.admin
+    r = await client.post("/auth/login", json={"email": email, "password": password})
+    if r.status_code == 404:  # auth routes not wired yet
+        return {}
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+async def next_sse_data(lines: object, want: str) -> dict[str, object]:
+    async for line in lines:  # type: ignore[attr-defined]
+        if line.startswith("data: ") and want in line:
+            data: dict[str, object] = json.loads(line[6:])
+            return data
+    raise AssertionError("SSE stream ended")
+
+
+async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
+    rbot = RbotUp(tmp_path / "var")
+    await rbot.start()
+    try:
+        async with httpx.AsyncClient(base_url=rbot.base, timeout=10) as client:
+            assert (await client.get("/health")).status_code == 200
+            headers = await auth_headers(client, rbot)
+
+            # a heartbeat over SSE
+            async with (
+                asyncio.timeout(20),
+                client.stream("GET", "/events", headers=headers) as resp,
+            ):
+                assert resp.status_code == 200
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                env = await next_sse_data(resp.aiter_lines(), '"type":"heartbeat"')
+                assert env["source"] == "heartbeat"
+                assert {"id", "source", "type", "payload", "ts", "v"} <= env.keys()
+
+            # ready: NATS connected, streams present, actors beating
+            r = await client.get("/ready")
+            assert r.status_code == 200, r.text
+            assert r.json()["checks"]["actors"] is True
+
+            # a heartbeat with nats-py and with a client that is not nats-py
+            back = asyncio.Event()
+
+            async def on_reconnect() -> None:
+                back.set()
+
+            nc = await nats.connect(
+                rbot.nats_url,
+                reconnect_time_wait=0.1,
+                max_reconnect_attempts=-1,
+                reconnected_cb=on_reconnect,
+            )
+            foreign = ForeignNats(rbot.nats_url)
+            await foreign.connect()
+            await foreign.subscribe("rbot.evt.>")
+            sub = await nc.subscribe("rbot.evt.heartbeat")
+            async with asyncio.timeout(20):
+                msg = await sub.next_msg(timeout=20)
+                assert json.loads(msg.data)["type"] == "heartbeat"
+                while True:
+                    subject, payload = await foreign.next_msg()
+                    if subject == "rbot.evt.heartbeat":
+                        assert json.loads(payload)["type"] == "heartbeat"
+                        break
+            await foreign.close()
+
+            # SIGKILL the embedded nats-server: the supervisor restarts it on the
+            # same port and store, and the actors reconnect by themselves
+            old = rbot.nats_pid()
+            os.kill(old, signal.SIGKILL)
+            async with asyncio.timeout(30):
+                await back.wait()
+            # lifecycle events are also kept in the SYSTEM stream: the restart's
+            # "started" is there even though we were disconnected when it happened
+            js = nc.jetstream()
+            starts = await js.subscribe(
+                "rbot.evt.actor.nats_server.started", ordered_consumer=True
+            )
+            async with asyncio.timeout(30):
+                first = json.loads((await starts.next_msg(timeout=30)).data)
+                second = json.loads((await starts.next_msg(timeout=30)).data)
+                assert first["payload"]["actor"] == second["payload"]["actor"] == "nats_server"
+                assert second["payload"]["restarts"] == 1
+                pulse = await sub.next_msg(timeout=30)  # the heartbeat actor is back
+                assert json.loads(pulse.data)["type"] == "heartbeat"
+            assert rbot.nats_pid() != old
+            async with asyncio.timeout(30):
+                while (await client.get("/ready")).status_code != 200:
+                    await sub.next_msg(timeout=30)  # wait for the next pulse, not for time
+            await nc.close()
+    finally:
+        code = await rbot.stop(signal.SIGINT)
+    assert code == 0, rbot.text[-3000:]
+    shutdown = rbot.text[rbot.text.index("api stopping") :]
+    assert "Traceback" not in shutdown, shutdown[-3000:]
+    assert "nats_server stopped" in rbot.text
+    # reverse order: the API stops before the actors, the actors before NATS
+    t = rbot.text
+    assert t.index("api stopped") < t.index("actors stopped") < t.index("nats_server stopped")
