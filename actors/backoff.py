@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,13 +21,18 @@ class Backoff:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in (self.initial, self.factor, self.cap, self.jitter)):
+            raise ValueError("backoff parameters must be finite")
         if self.initial < 0 or self.factor < 1 or self.cap < self.initial:
             raise ValueError("need 0 <= initial <= cap and factor >= 1")
         if not 0 <= self.jitter <= 1:
             raise ValueError("jitter must be in [0, 1]")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        base = min(self.cap, self.initial * self.factor ** min(attempt, 64))
+        try:
+            base = min(self.cap, self.initial * self.factor ** min(attempt, 64))
+        except OverflowError:
+            base = self.cap
         r = (rng or random).random()
         return base * (1 - self.jitter * r)
 

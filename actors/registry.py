@@ -8,6 +8,10 @@ from .base import Actor
 
 
 def actor_classes(settings: Settings) -> list[type[Actor]]:
+    from .feeds.actor import CoinbaseFeed, OandaFeed
+    from .guard.service import OrderGuard
     from .heartbeat import HeartbeatActor
+    from .paper.executor import PaperExecutor
+    from .reaper import TtlReaper
 
-    return [HeartbeatActor]
+    return [HeartbeatActor, OandaFeed, CoinbaseFeed, OrderGuard, PaperExecutor, TtlReaper]

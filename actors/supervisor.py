@@ -4,12 +4,13 @@ Vocabulary (from the OTP supervisor guide)::
 
     strategy   one_for_one   a crashed child is restarted alone
                one_for_all   a crashed child takes its siblings down; all restart
+                             (temporary siblings stay down, as in OTP)
     restart    permanent     always restarted
                transient     restarted only after an abnormal exit (an exception)
                temporary     never restarted
     intensity  more than ``max_restarts`` restarts within ``max_seconds``:
-               stop every child in reverse order, report ``escalated``, run the
-               escalation hook (trading -> HALTED) and raise ``Escalation`` so the
+               report ``escalated``, run the escalation hook (trading -> HALTED)
+               while the bus is still up, stop every child in reverse order and raise ``Escalation`` so the
                process exits non-zero and systemd/Kubernetes takes over.
 
 Lifecycle of one child::
@@ -39,15 +40,16 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .backoff import Backoff
 
 log = logging.getLogger("rbot.supervisor")
 
 Ready = Callable[[], None]
-ChildFn = Callable[[Ready], Awaitable[None]]
+ChildFn = Callable[[Ready], Coroutine[Any, Any, None]]
 Report = Callable[[str, str, dict[str, str]], None]
 
 
@@ -190,25 +192,38 @@ class Supervisor:
 
     # -- running ---------------------------------------------------------
     async def run(self, ready: Ready | None = None) -> None:
+        self._fresh()
         try:
-            for child in self._children:
-                await self._start(child)
+            await self._start_in_order(self._children)
             if ready is not None:
                 ready()
             await self._loop()
         finally:
             await self._stop_all(reversed(self._children))
 
+    def _fresh(self) -> None:
+        """A new incarnation (a parent may run us again after an ``Escalation``):
+        every child idle, an empty intensity window, backoff from the start."""
+        self._restart_times.clear()
+        for c in self._children:
+            c.state = ChildState.IDLE
+            c.task = None
+            c.attempt = 0
+
     async def _loop(self) -> None:
         while True:
-            ended = [
-                c
-                for c in self._children
-                if c.state is ChildState.RUNNING and c.task is not None and c.task.done()
-            ]
-            for child in ended:
-                await self._handle_exit(child, *self._outcome(child))
-            if ended:
+            # one at a time: handling an exit may restart (one_for_all) its siblings,
+            # so a list of ended children taken before it would be stale
+            ended = next(
+                (
+                    c
+                    for c in self._children
+                    if c.state is ChildState.RUNNING and c.task is not None and c.task.done()
+                ),
+                None,
+            )
+            if ended is not None:
+                await self._start_in_order(await self._handle_exit(ended, *self._outcome(ended)))
                 continue
             live = [c.task for c in self._children if c.task is not None and not c.task.done()]
             if not live:
@@ -225,7 +240,8 @@ class Supervisor:
             return False, "normal"
         return True, _describe(exc)
 
-    async def _handle_exit(self, child: _Child, abnormal: bool, why: str) -> None:
+    async def _handle_exit(self, child: _Child, abnormal: bool, why: str) -> list[_Child]:
+        """Record how a child ended; return whom to start again, in start order."""
         if abnormal:
             child.move(ChildState.CRASHED)
             self._emit(child, "crashed", reason=why)
@@ -243,20 +259,24 @@ class Supervisor:
         if not restart:
             child.move(ChildState.STOPPED)
             self._emit(child, "stopped", reason="not restarted")
-            return
+            return []
         await self._check_intensity(child)
         group = [child]
         if self.strategy is Strategy.ONE_FOR_ALL:
             others = [c for c in self._children if c is not child and c.state is ChildState.RUNNING]
             await self._stop_all(reversed(others))
-            group = [c for c in self._children if c is child or c in others]
+            # OTP: a temporary child is never restarted, not even when a sibling's
+            # death takes it down under one_for_all
+            group = [
+                c
+                for c in self._children
+                if c is child or (c in others and c.spec.restart is not Restart.TEMPORARY)
+            ]
         for c in group:
             c.move(ChildState.RESTARTING)
         await self._pause(child)
         child.restarts += 1
-        for c in group:  # in start order
-            if c.state is ChildState.RESTARTING:
-                await self._start(c)
+        return group
 
     async def _pause(self, child: _Child) -> None:
         if child.started_at and time.monotonic() - child.started_at >= self.healthy_after:
@@ -279,16 +299,35 @@ class Supervisor:
         )
         self._emit(child, "escalated", reason=reason)
         log.critical("supervisor %s escalates: %s", self.name, reason)
-        await self._stop_all(reversed(self._children))
+        # the hook first (trading -> HALTED), while the bus it needs is still up:
+        # under `rbot up` the embedded nats-server is one of the children
         if self._on_escalate is not None:
             try:
                 async with asyncio.timeout(self._escalate_timeout):
                     await self._on_escalate(reason)
             except Exception:  # boundary: the escalation itself must go on
                 log.exception("escalation hook failed")
+        await self._stop_all(reversed(self._children))
         raise Escalation(reason)
 
-    async def _start(self, child: _Child) -> None:
+    async def _start_in_order(self, children: Iterable[_Child]) -> None:
+        """Start children in order, each once the previous one said ready.
+
+        A child that ends before it is ready is handled like any other exit, and
+        whatever that restarts goes to the front of the line.  A loop, not recursion:
+        a child that keeps failing to start, slowly enough never to trip the
+        intensity, must not grow the stack until ``RecursionError``.
+        """
+        pending = deque(children)
+        while pending:
+            child = pending.popleft()
+            ended = await self._launch(child)
+            if ended is not None:
+                again = await self._handle_exit(child, *ended)
+                pending = deque([*again, *(c for c in pending if c not in again)])
+
+    async def _launch(self, child: _Child) -> tuple[bool, str] | None:
+        """Start one child and wait for its ready(): None, or how it ended before that."""
         child.move(ChildState.STARTING)
         ev = child.ready = asyncio.Event()
         self._emit(child, "starting")
@@ -304,25 +343,31 @@ class Supervisor:
         finally:
             readiness.cancel()
         if child.task.done():  # ended before (or just as) it said ready
-            await self._handle_exit(child, *self._outcome(child))
-        elif ev.is_set():
+            return self._outcome(child)
+        if ev.is_set():
             child.move(ChildState.RUNNING)
             self._emit(child, "started")
-        else:
-            await self._cancel(child)
-            await self._handle_exit(child, True, f"not ready within {child.spec.start_timeout}s")
+            return None
+        if not await self._cancel(child):
+            self._emit_abandoned(child)
+        return True, f"not ready within {child.spec.start_timeout}s"
 
-    async def _cancel(self, child: _Child) -> bool:
-        """Cancel a child and wait up to its shutdown timeout. False: abandoned."""
+    async def _cancel(self, child: _Child, *, request: bool = True) -> bool:
+        """Cancel a child and wait up to its shutdown timeout. False: abandoned.
+
+        ``request=False`` only waits: the child was told already and may be cleaning up.
+        """
         task = child.task
-        if task is None or task.done():
+        if task is None:
             return True
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=child.spec.shutdown_timeout)
-        if not done:
-            self.abandoned.append(task)
-            return False
-        if not task.cancelled():
+        if not task.done():
+            if request:
+                task.cancel()
+            done, _ = await asyncio.wait([task], timeout=child.spec.shutdown_timeout)
+            if not done:
+                self.abandoned.append(task)
+                return False
+        if not task.cancelled():  # it may have crashed before we could handle it
             exc = task.exception()
             if exc is not None:
                 log.warning("%s raised while stopping: %s", child.spec.name, _describe(exc))
@@ -333,16 +378,23 @@ class Supervisor:
             await self._stop(child)
 
     async def _stop(self, child: _Child) -> None:
-        if child.state not in (ChildState.RUNNING, ChildState.STARTING):
+        if child.state in (ChildState.RUNNING, ChildState.STARTING):
+            child.move(ChildState.STOPPING)
+            self._emit(child, "stopping")
+            ok = await self._cancel(child)
+        elif child.state is ChildState.STOPPING:
+            # a stop cut short (the supervisor itself was cancelled while waiting):
+            # the child was told already; wait for it rather than leave it behind
+            ok = await self._cancel(child, request=False)
+        else:
             return
-        child.move(ChildState.STOPPING)
-        self._emit(child, "stopping")
-        ok = await self._cancel(child)
         if ok:
             child.move(ChildState.STOPPED)
             self._emit(child, "stopped")
         else:
             child.move(ChildState.ABANDONED)
-            self._emit(
-                child, "abandoned", reason=f"ignored cancellation for {child.spec.shutdown_timeout}s"
-            )
+            self._emit_abandoned(child)
+
+    def _emit_abandoned(self, child: _Child) -> None:
+        why = f"ignored cancellation for {child.spec.shutdown_timeout}s"
+        self._emit(child, "abandoned", reason=why)

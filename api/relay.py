@@ -23,13 +23,14 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from rbot.bus.connection import Bus
-from rbot.bus.subjects import Subjects, matches
+from rbot.bus.subjects import SubjectError, Subjects, matches
 
 from .principal import Principal
 
 log = logging.getLogger("rbot.api.relay")
 
 DEFAULT_PATTERNS = ("evt.>",)
+RELAYED_ROOTS = ("evt", "md")  # never commands, exec queues or raw beats
 ORDER_HEAD = ("evt", "order")
 
 
@@ -70,6 +71,8 @@ def plan(subjects: Subjects, patterns: list[str]) -> Plan:
     for raw in patterns or list(DEFAULT_PATTERNS):
         full = subjects.pattern(raw)  # validates every token (R10)
         rel = subjects.relative(full).split(".")
+        if rel[0] not in RELAYED_ROOTS:
+            raise SubjectError(f"only evt.… and md.… subjects are relayed, not {raw!r}")
         if _overlaps_orders(rel):
             if len(rel) >= 3 and ">" not in rel[:2] and "*" not in rel[:2]:
                 stream.append(full)

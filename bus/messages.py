@@ -125,8 +125,8 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     side: Side
     order_type: OrderType
     qty: Decimal
-    stop_loss: Decimal
-    take_profit: Decimal
+    stop_loss: Decimal | None = None  # required: the guard refuses without (oco_missing)
+    take_profit: Decimal | None = None
     entry_price: Decimal | None = None
     limit_price: Decimal | None = None
     quality_score: Decimal | None = None
@@ -136,6 +136,28 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     live: bool = False
     pin: str | None = None  # only present when the caller sent X-PIN; never logged
     request_id: str = ""
+
+
+class IdemRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """KV ``orders`` key ``idem.<user>.<key>``; its create revision is the order number."""
+
+    request_hash: str
+    ts: str
+
+
+class Position(msgspec.Struct, kw_only=True):
+    """A user's net position on one symbol (KV ``orders`` key ``pos.<user>.<venue>.<symbol>``)."""
+
+    qty: Decimal = Decimal(0)  # signed: + long, - short
+
+
+class Account(msgspec.Struct, kw_only=True):
+    """A user's paper account (KV ``orders`` key ``acct.<user>``)."""
+
+    currency: str
+    balance: Decimal
+    realized_pnl: Decimal = Decimal(0)
+    trades: int = 0
 
 
 class PlaceReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -28,8 +28,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Final, Literal
 
-TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-PATTERN_TOKEN_RE: Final = re.compile(r"^([A-Za-z0-9_-]{1,64}|\*|>)$")
+# \Z, not $: "$" would also match before a trailing newline ("EUR_USD\n")
+TOKEN_RE: Final = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+PATTERN_TOKEN_RE: Final = re.compile(r"\A([A-Za-z0-9_-]{1,64}|\*|>)\Z")
 DEFAULT_PREFIX: Final = "rbot"
 
 Venue = Literal["oanda", "coinbase"]

@@ -94,9 +94,7 @@ async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
             # lifecycle events are also kept in the SYSTEM stream: the restart's
             # "started" is there even though we were disconnected when it happened
             js = nc.jetstream()
-            starts = await js.subscribe(
-                "rbot.evt.actor.nats_server.started", ordered_consumer=True
-            )
+            starts = await js.subscribe("rbot.evt.actor.nats_server.started", ordered_consumer=True)
             async with asyncio.timeout(30):
                 first = json.loads((await starts.next_msg(timeout=30)).data)
                 second = json.loads((await starts.next_msg(timeout=30)).data)

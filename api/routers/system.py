@@ -1,0 +1,51 @@
+"""The system panel and the kill switch: ``GET /system``, ``POST /admin/trading-state``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from nats.js.errors import KeyNotFoundError
+
+from rbot.bus import codec, keys
+from rbot.bus.messages import TradingState, TradingStateRecord
+
+from ..context import Ctx
+from ..models import TradingStateIn
+from ..security import Admin, Viewer
+
+router = APIRouter(tags=["system"])
+
+
+async def _trading(ctx: Ctx) -> TradingStateRecord:
+    kv = await ctx.bus.kv("control")
+    try:
+        entry = await kv.get(keys.TRADING)
+    except KeyNotFoundError:
+        return TradingStateRecord(state=TradingState.ACTIVE)
+    assert entry.value is not None
+    return codec.decode(entry.value, TradingStateRecord)
+
+
+@router.get("/system")
+async def system(ctx: Ctx, user: Viewer) -> dict[str, Any]:
+    trading = await _trading(ctx)
+    pulse = ctx.pulse
+    return {
+        "trading_state": str(trading.state),
+        "trading_reason": trading.reason,
+        "status": pulse.status if pulse else "unknown",
+        "actors": codec.to_builtins(pulse.actors) if pulse else [],
+        "silent": pulse.silent if pulse else [],
+    }
+
+
+@router.post("/admin/trading-state")
+async def set_trading_state(body: TradingStateIn, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+    """The kill switch: HALTED refuses every new order at once (R8); it survives restarts."""
+    rec = TradingStateRecord(
+        state=TradingState(body.state), reason=body.reason, by=admin.email, ts=codec.now_iso()
+    )
+    kv = await ctx.bus.kv("control")
+    await kv.put(keys.TRADING, codec.encode(rec))
+    return {"ok": True, "trading_state": str(rec.state), "reason": rec.reason}

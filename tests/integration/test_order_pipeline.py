@@ -1,0 +1,205 @@
+"""The order pipeline on a real nats-server: guard, executor, reaper, API, events."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from rbot.bus.config import Settings
+from rbot.bus.connection import Bus
+from tests.stack import EventTap, publish_tick, running_stack
+
+SEED_TEST2 = {
+    "instrument": "EUR_USD", "side": "BUY", "units": 100, "entry_price": 1.1655,
+    "stop_loss_price": 1.1600, "take_profit_price": 1.1700, "quality_score": 75,
+}  # fmt: skip
+SEED_TEST3 = {
+    "product_id": "BTC-USD", "side": "BUY", "order_type": "MARKET", "size": 0.001,
+    "stop_loss_price": 40000, "take_profit_price": 45000,
+}  # fmt: skip
+
+NO_SIM = ["heartbeat", "order_guard", "paper_executor", "ttl_reaper"]
+
+
+async def test_seed_orders_fill_and_close_on_tp(settings: Settings, bus: Bus) -> None:
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("trader@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514", seq=1)
+        await publish_tick(bus, "coinbase", "BTC-USD", "42500.00", "42501.00", seq=1)
+        async with stack.client(token) as c:
+            r = await c.post("/brokers/oanda/orders", json=SEED_TEST2)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["ok"] is True and body["status"] == "PENDING" and body["mode"] == "paper"
+            oid = body["order_id"]
+            assert oid.startswith("paper-oanda-")
+            r = await c.post("/brokers/coinbase-adv/orders", json=SEED_TEST3)
+            assert r.status_code == 200, r.text
+            assert r.json()["order_id"].startswith("paper-") and "oanda" not in r.json()["order_id"]
+
+            placed = await tap.next("oco_placed", oid)
+            assert placed["source"] == "oanda"
+            assert placed["payload"]["stop_loss"] == "1.16"  # exact decimals, as strings
+
+            # market BUY fills at the next tick's ask
+            await publish_tick(bus, "oanda", "EUR_USD", "1.16510", "1.16524", seq=2)
+            filled = await tap.next("order_filled", oid)
+            fill = filled["payload"]["fill"]
+            assert fill["price"] == "1.16524" and fill["tick_ask"] == "1.16524"
+            assert fill["tick_seq"] == 2 and fill["spread"] == "0.00014"
+
+            # the bid reaches the take-profit: closed at the bid (limit or better)
+            await publish_tick(bus, "oanda", "EUR_USD", "1.17010", "1.17024", seq=3)
+            closed = await tap.next("position_closed", oid)
+            assert closed["payload"]["reason"] == "TAKE_PROFIT_ORDER"
+            pnl = Decimal(closed["payload"]["realized_pnl"])
+            assert pnl == (Decimal("1.17010") - Decimal("1.16524")) * 100
+
+            r = await c.get(f"/orders/{oid}")
+            assert r.status_code == 200 and r.json()["status"] == "CLOSED"
+            acct = (await c.get("/account")).json()
+            assert Decimal(acct["realized_pnl"]) == pnl
+            assert Decimal(acct["balance"]) == Decimal(100000) + pnl
+
+
+async def test_stop_loss_gap_fills_at_first_price_through(settings: Settings, bus: Bus) -> None:
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("sl@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            r = await c.post("/brokers/oanda/orders", json={**SEED_TEST2, "side": "SELL",
+                             "stop_loss_price": 1.17, "take_profit_price": 1.16})  # fmt: skip
+            oid = r.json()["order_id"]
+            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+            await tap.next("order_filled", oid)
+            # gap: the ask jumps from below the stop to well above it
+            await publish_tick(bus, "oanda", "EUR_USD", "1.17090", "1.17104")
+            closed = await tap.next("position_closed", oid)
+            p = closed["payload"]
+            assert p["reason"] == "STOP_LOSS_ORDER"
+            assert p["fill"]["price"] == "1.17104"  # the first price through, not the stop
+            assert p["fill"]["gap"] == "0.00104"
+            assert Decimal(p["realized_pnl"]) == (Decimal("1.16500") - Decimal("1.17104")) * 100
+
+
+async def test_cancel_pending_and_close_open(settings: Settings, bus: Bus) -> None:
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("cancel@test")
+        other = await stack.user("other@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c, stack.client(other) as o:
+            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+            pending = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+            await tap.next("oco_placed", pending)
+            assert (await o.delete(f"/orders/{pending}")).status_code == 404  # not theirs
+            assert (await o.get(f"/orders/{pending}")).status_code == 404
+            r = await c.delete(f"/orders/{pending}")
+            assert r.status_code == 200, r.text
+            ev = await tap.next("order_cancelled", pending)
+            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+
+            market = (await c.post("/brokers/oanda/orders", json=SEED_TEST2)).json()["order_id"]
+            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+            await tap.next("order_filled", market)
+            pos = (await c.get("/positions")).json()
+            assert len(pos["positions"]) == 1, ((await c.get("/orders")).json(), pos)
+            assert (await c.delete(f"/orders/{market}")).status_code == 200
+            ev = await tap.next("position_closed", market)
+            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+            r = await c.delete(f"/orders/{market}")
+            assert r.status_code == 409 and r.json()["code"] == "order_final"
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "status"),
+    [
+        ({"stop_loss_price": None}, "oco_missing", 422),
+        ({"stop_loss_price": 1.17, "take_profit_price": 1.18}, "oco_wrong_side", 422),
+        ({"quality_score": 50}, "quality_too_low", 422),
+        ({"instrument": "XAU_EUR"}, "unknown_symbol", 422),
+        ({"units": 100_000_000}, "qty_too_large", 422),
+    ],
+)
+async def test_guard_rejections(
+    settings: Settings, bus: Bus, change: dict[str, object], code: str, status: int
+) -> None:
+    async with running_stack(settings, only=["order_guard"]) as stack, EventTap(bus) as tap:
+        token = await stack.user("rej@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        body = {k: v for k, v in {**SEED_TEST2, **change}.items() if v is not None}
+        async with stack.client(token) as c:
+            r = await c.post("/brokers/oanda/orders", json=body)
+        assert r.status_code == status, r.text
+        assert r.json()["code"] == code
+        ev = await tap.next("order_rejected")
+        assert ev["payload"]["reason"] == code and ev["payload"]["status"] == "REJECTED"
+
+
+async def test_bad_input_is_a_clear_4xx(settings: Settings, bus: Bus) -> None:
+    async with running_stack(settings, only=["order_guard"]) as stack:
+        token = await stack.user("bad@test")
+        async with stack.client(token) as c:
+            r = await c.post("/brokers/oanda/orders", json={**SEED_TEST2, "instrument": "EUR.USD"})
+            assert r.status_code == 422 and r.json()["code"] == "validation_error"
+            r = await c.post("/brokers/oanda/orders", json={**SEED_TEST2, "instrument": "EUR_*"})
+            assert r.status_code == 422
+            r = await c.post("/brokers/oanda/orders", json={**SEED_TEST2, "colour": "red"})
+            assert r.status_code == 422 and r.json()["code"] == "unknown_field"
+            r = await c.post(
+                "/brokers/oanda/orders",
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 422
+            r = await c.get("/orders/does.not.exist")
+            assert r.status_code == 404
+
+
+async def test_idempotent_retry_returns_the_original(settings: Settings, bus: Bus) -> None:
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("idem@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        body = {**SEED_TEST2, "client_order_id": "my-order-1"}
+        async with stack.client(token) as c:
+            first = (await c.post("/brokers/oanda/orders", json=body)).json()
+            await tap.next("oco_placed", first["order_id"])
+            again = await asyncio.gather(
+                *[c.post("/brokers/oanda/orders", json=body) for _ in range(5)]
+            )
+            assert {r.json()["order_id"] for r in again} == {first["order_id"]}
+            r = await c.post("/brokers/oanda/orders", json={**body, "units": 200})
+            assert r.status_code == 409 and r.json()["code"] == "idempotency_conflict"
+            hdr = {"Idempotency-Key": "key-42"}
+            a = (await c.post("/brokers/oanda/orders", json=SEED_TEST2, headers=hdr)).json()
+            b = (await c.post("/brokers/oanda/orders", json=SEED_TEST2, headers=hdr)).json()
+            assert a["order_id"] == b["order_id"] != first["order_id"]
+            listed = (await c.get("/orders")).json()
+            assert listed["total"] == 2
+
+
+async def test_halt_refuses_new_orders_and_survives(settings: Settings, bus: Bus) -> None:
+    """R8: from the admin's halt to the guard refusing is one KV write (< 1 s)."""
+    async with running_stack(settings, only=["order_guard"]) as stack:
+        token = await stack.user("halt@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        admin_kv = await bus.kv("control")
+        from rbot.bus import codec
+        from rbot.bus.messages import TradingState, TradingStateRecord
+
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await admin_kv.put("trading", codec.encode(TradingStateRecord(state=TradingState.HALTED)))
+        async with stack.client(token) as c:
+            r = await c.post("/brokers/oanda/orders", json=SEED_TEST2)
+        elapsed = loop.time() - t0
+        assert r.status_code == 409 and r.json()["code"] == "trading_halted"
+        print(f"halt -> refusal: {elapsed * 1000:.1f} ms")
+    # a fresh guard (a restart of every process) still refuses
+    async with running_stack(settings, only=["order_guard"]) as stack:
+        token = await stack.user("halt@test")
+        async with stack.client(token) as c:
+            r = await c.post("/brokers/oanda/orders", json=SEED_TEST2)
+        assert r.status_code == 409 and r.json()["code"] == "trading_halted"
