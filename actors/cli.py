@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from rbot.bus import codec
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.messages import TradingState, TradingStateRecord
 
+from . import usercli
 from .base import Actor, default_instance
 from .reporter import Reporter
 from .supervisor import ChildSpec, Escalation, Restart, Supervisor
@@ -93,11 +97,36 @@ async def _run_tree(root: Supervisor, reporter: Reporter, banner: Callable[[], N
         rep.cancel()
 
 
+def embedded_defaults(settings: Settings) -> Settings:
+    """What the one-command local run needs and a fresh clone lacks.
+
+    * no ARENA_SECRET_KEY: a random key is made once and kept in
+      ``<RBOT_DATA_DIR>/secret.key`` (mode 0600), so tokens survive restarts;
+    * on loopback, self-registration opens as trader unless RBOT_OPEN_REGISTRATION
+      says otherwise (the seed's quick start registers, then trades).
+    """
+    update: dict[str, object] = {}
+    if settings.arena_secret_key is None:
+        data = Path(settings.rbot_data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        key_file = data / "secret.key"
+        if not key_file.exists():
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        update["arena_secret_key"] = SecretStr(key_file.read_text().strip())
+    loopback = settings.rbot_api_host in ("127.0.0.1", "localhost", "::1")
+    if loopback and "RBOT_OPEN_REGISTRATION" not in os.environ:
+        update["rbot_open_registration"] = "trader"
+    return settings.model_copy(update=update) if update else settings
+
+
 async def cmd_up(settings: Settings) -> None:
     from rbot.api.server import ApiServer
 
     from .natsd import EmbeddedNats
 
+    settings = embedded_defaults(settings)
     instance = settings.rbot_instance or default_instance()
     children: list[ChildSpec] = []
     if settings.nats_url:
@@ -119,12 +148,8 @@ async def cmd_up(settings: Settings) -> None:
     admin_note: list[str] = []
 
     async def bootstrap(ready: Callable[[], None]) -> None:
-        try:
-            users = importlib.import_module("rbot.api.users")
-        except ImportError:  # the users module lands with the auth issue
-            ready()
-            return
-        ensure_admin = users.ensure_admin
+        from rbot.api.users import ensure_admin
+
         bus = await connect(url(), settings.subjects(), "rbot-bootstrap")
         try:
             created = await ensure_admin(bus)
@@ -240,12 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("subject", nargs="?", default="rbot.evt.>")
     t.add_argument("--raw", action="store_true", help="print the JSON as it is on the wire")
     t.add_argument("--count", type=int, default=None, help="stop after N messages")
-    try:
-        usercli = importlib.import_module("rbot.actors.usercli")
-    except ImportError:  # pragma: no cover - before the auth module lands
-        pass
-    else:
-        usercli.add_parser(sub)
+    usercli.add_parser(sub)
     return p
 
 
@@ -300,7 +320,6 @@ def main(argv: list[str] | None = None) -> int:
             args.subject = "evt.>"
         return _run(cmd_tap(settings, args.subject, args.raw, args.count))
     if args.cmd == "user":
-        usercli = importlib.import_module("rbot.actors.usercli")
         return _run(usercli.run(args, settings))
     raise SystemExit(2)
 

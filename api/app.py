@@ -15,13 +15,17 @@ from rbot.bus.provision import provision
 
 from . import errors, middleware
 from .context import ApiContext
-from .routers import events, health
+from .routers import admin, auth, events, health, market, orders, system
+from .security import EXTRAS_KEY as AUTH_KEY
+from .security import Auth
 
 log = logging.getLogger("rbot.api")
 
 
 def create_app(settings: Settings | None = None, *, instance: str = "api") -> FastAPI:
     settings = settings or Settings()
+    # the signing key is checked here: a missing or short ARENA_SECRET_KEY fails fast
+    auth_services = Auth.build(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -29,6 +33,8 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
         bus = await connect(url, settings.subjects(), f"rbot-api-{instance}")
         await provision(bus)
         ctx = ApiContext(settings=settings, bus=bus)
+        ctx.extras[AUTH_KEY] = auth_services
+        await auth_services.passwords.warm()
         app.state.ctx = ctx
         try:
             async with asyncio.TaskGroup() as tg:
@@ -49,4 +55,9 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
     # routers: one per resource, auth declared on each router
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(auth.router)
+    app.include_router(admin.router)
+    app.include_router(orders.router)
+    app.include_router(market.router)
+    app.include_router(system.router)
     return app

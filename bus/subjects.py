@@ -28,9 +28,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Final, Literal
 
-# \Z, not $: "$" would also match before a trailing newline ("EUR_USD\n")
-TOKEN_RE: Final = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
-PATTERN_TOKEN_RE: Final = re.compile(r"\A([A-Za-z0-9_-]{1,64}|\*|>)\Z")
+# used with fullmatch: "$" would also match before a trailing newline ("EUR_USD\n")
+TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PATTERN_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}|\*|>")
+# the same rule for pydantic / OpenAPI (Rust regex: "$" is the true end there)
+TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_PREFIX: Final = "rbot"
 
 Venue = Literal["oanda", "coinbase"]
@@ -54,7 +56,7 @@ class SubjectError(ValueError):
 
 
 def check_token(value: str, what: str = "token") -> str:
-    if not isinstance(value, str) or not TOKEN_RE.match(value):
+    if not isinstance(value, str) or not TOKEN_RE.fullmatch(value):
         raise SubjectError(
             f"invalid {what} {value!r}: use 1-64 of A-Z a-z 0-9 _ - (no dots, wildcards or spaces)"
         )
@@ -62,7 +64,7 @@ def check_token(value: str, what: str = "token") -> str:
 
 
 def is_token(value: str) -> bool:
-    return isinstance(value, str) and TOKEN_RE.match(value) is not None
+    return isinstance(value, str) and TOKEN_RE.fullmatch(value) is not None
 
 
 def partition_of(venue: str, symbol: str, partitions: int) -> int:
@@ -164,7 +166,7 @@ class Subjects:
         tokens = pattern.split(".")
         if tokens and tokens[0] == self.prefix:
             tokens = tokens[1:]
-        if not tokens or any(not PATTERN_TOKEN_RE.match(t) for t in tokens):
+        if not tokens or any(not PATTERN_TOKEN_RE.fullmatch(t) for t in tokens):
             raise SubjectError(f"invalid subject pattern {pattern!r}")
         if ">" in tokens[:-1]:
             raise SubjectError(f"'>' may only end a pattern: {pattern!r}")

@@ -126,3 +126,25 @@ class EventTap:
                     order_id is None or env["payload"].get("order_id") == order_id
                 ):
                     return env
+
+
+async def tick_until(
+    tap: EventTap,
+    type_: str,
+    order_id: str,
+    bus: Bus,
+    venue: str,
+    symbol: str,
+    bid: str,
+    ask: str,
+    attempts: int = 40,
+) -> dict[str, Any]:
+    """Publish the same tick until ``type_`` arrives: a feed keeps ticking, and an
+    executor that is still taking its lease would miss a single core message."""
+    for _ in range(attempts):
+        await publish_tick(bus, venue, symbol, bid, ask)
+        try:
+            return await tap.next(type_, order_id, timeout=0.5)
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no {type_} for {order_id}")

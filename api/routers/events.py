@@ -12,6 +12,7 @@ from rbot.bus.subjects import SubjectError
 from ..context import Ctx
 from ..errors import ApiError
 from ..relay import Relay
+from ..security import Authenticated
 
 router = APIRouter(tags=["events"])
 
@@ -21,7 +22,9 @@ def _last_id(header: str | None, query: int | None) -> int | None:
         try:
             value = int(header)
         except ValueError:
-            raise ApiError(422, "invalid_last_event_id", "Last-Event-ID must be an integer") from None
+            raise ApiError(
+                422, "invalid_last_event_id", "Last-Event-ID must be an integer"
+            ) from None
         return max(value, 0)
     return query
 
@@ -30,18 +33,21 @@ def _last_id(header: str | None, query: int | None) -> int | None:
 @router.get("/arena/events", response_class=StreamingResponse, include_in_schema=False)
 async def events(
     ctx: Ctx,
+    principal: Authenticated,
     subjects: Annotated[
         str | None,
         Query(description="comma-separated subject patterns, e.g. evt.order.>,evt.heartbeat"),
     ] = None,
-    since: Annotated[int | None, Query(ge=0, description="replay order events after this id")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, description="replay order events after this id")
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     patterns = [p.strip() for p in (subjects or "").split(",") if p.strip()]
     try:
         relay = Relay(
             ctx.bus,
-            None,
+            principal,  # non-admins see only their own order events
             patterns,
             _last_id(last_event_id, since),
             keepalive_s=ctx.settings.rbot_sse_keepalive_s,

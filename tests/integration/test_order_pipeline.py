@@ -9,7 +9,7 @@ import pytest
 
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
-from tests.stack import EventTap, publish_tick, running_stack
+from tests.stack import EventTap, publish_tick, running_stack, tick_until
 
 SEED_TEST2 = {
     "instrument": "EUR_USD", "side": "BUY", "units": 100, "entry_price": 1.1655,
@@ -203,3 +203,94 @@ async def test_halt_refuses_new_orders_and_survives(settings: Settings, bus: Bus
         async with stack.client(token) as c:
             r = await c.post("/brokers/oanda/orders", json=SEED_TEST2)
         assert r.status_code == 409 and r.json()["code"] == "trading_halted"
+
+
+async def test_ttl_expiry_by_the_reaper(settings: Settings, bus: Bus) -> None:
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("ttl@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+                 "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+        async with stack.client(token) as c:
+            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+        placed = await tap.next("oco_placed", oid)
+        # rewrite the deadline into the past, as if the TTL had run out
+        kv = await bus.kv("orders")
+        from rbot.bus import codec
+        from rbot.bus.messages import Order
+
+        entry = await kv.get(f"o.{oid}")
+        assert entry.value is not None
+        order = codec.decode(entry.value, Order)
+        order.expires_at = "2000-01-01T00:00:00.000000Z"
+        assert placed["payload"]["expires_at"]
+    # with every actor stopped, move the deadline into the past (time passing)
+    await kv.update(f"o.{oid}", codec.encode(order), last=entry.revision)
+    async with running_stack(settings, only=NO_SIM, api=False), EventTap(bus) as tap:
+        expired = await tap.next("order_expired", oid)
+        assert expired["payload"]["reason"] == "TIME_IN_FORCE_EXPIRED"
+        assert expired["payload"]["status"] == "EXPIRED"
+
+
+async def test_executor_restart_rebuilds_books_without_duplicates(
+    settings: Settings, bus: Bus
+) -> None:
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("restart@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            oid = (await c.post("/brokers/oanda/orders", json=SEED_TEST2)).json()["order_id"]
+        await tap.next("oco_placed", oid)
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        await tap.next("order_filled", oid)
+    # everything stopped; a new executor rebuilds the open bracket from KV
+    async with running_stack(settings, only=NO_SIM, api=False), EventTap(bus) as tap:
+        closed = await tick_until(
+            tap, "position_closed", oid, bus, "oanda", "EUR_USD", "1.17100", "1.17114"
+        )
+        assert closed["payload"]["reason"] == "TAKE_PROFIT_ORDER"
+    # exactly one event of each kind in the stream for this order
+    js = bus.js
+    seen: dict[str, int] = {}
+    sub = await js.subscribe(bus.subjects.order_events, ordered_consumer=True)
+    info = await js.stream_info(bus.subjects.stream("ORDERS"))
+    for _ in range(info.state.messages):
+        msg = await sub.next_msg(timeout=5)
+        env = __import__("json").loads(msg.data)
+        if env["payload"].get("order_id") == oid:
+            seen[env["type"]] = seen.get(env["type"], 0) + 1
+    await sub.unsubscribe()
+    assert seen == {"oco_placed": 1, "order_filled": 1, "position_closed": 1}
+
+
+async def test_sse_resumes_from_last_event_id(settings: Settings, bus: Bus) -> None:
+    import json
+
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("sse@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            ids: list[int] = []
+            async with c.stream("GET", "/events?subjects=evt.order.>&since=0") as resp:
+                assert resp.status_code == 200
+                oid = (await c.post("/brokers/oanda/orders", json=SEED_TEST2)).json()["order_id"]
+                last_id = None
+                async for line in resp.aiter_lines():
+                    if line.startswith("id: "):
+                        last_id = int(line[4:])
+                        ids.append(last_id)
+                    if line.startswith("data: ") and json.loads(line[6:])["type"] == "oco_placed":
+                        break
+            # while disconnected: a fill happens
+            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+            await tap.next("order_filled", oid)
+            async with c.stream(
+                "GET", "/events?subjects=evt.order.>", headers={"Last-Event-ID": str(last_id)}
+            ) as resp:
+                async for line in resp.aiter_lines():
+                    if line.startswith("id: "):
+                        ids.append(int(line[4:]))
+                    if line.startswith("data: ") and json.loads(line[6:])["type"] == "order_filled":
+                        break
+        assert ids == sorted(set(ids)), ids  # no duplicates, in order
+        assert ids[-1] == ids[-2] + 1 or len(ids) >= 2

@@ -21,8 +21,6 @@ async def auth_headers(client: httpx.AsyncClient, rbot: RbotUp) -> dict[str, str
         return {}
     email, password = rbot.admin
     r = await client.post("/auth/login", json={"email": email, "password": password})
-    if r.status_code == 404:  # auth routes not wired yet
-        return {}
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
@@ -33,6 +31,38 @@ async def next_sse_data(lines: object, want: str) -> dict[str, object]:
             data: dict[str, object] = json.loads(line[6:])
             return data
     raise AssertionError("SSE stream ended")
+
+
+async def seed_quick_start(client: httpx.AsyncClient) -> None:
+    """The seed document's quick start and Tests 1-4, as written (plus bearer on /events)."""
+    creds = {"email": "trader@test", "password": "pass"}
+    assert (await client.post("/auth/register", json=creds)).status_code in (200, 201)
+    tok = (await client.post("/auth/login", json=creds)).json()["access_token"]
+    auth = {"Authorization": f"Bearer {tok}"}
+    # `curl -d` without -H 'Content-Type: application/json', as the seed's Tests 2 and 3
+    curl = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
+    r = await client.get("/brokers/oanda/prices?instrument=EUR_USD&env=practice", headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["instrument"] == "EUR_USD" and r.json()["bids"][0]["price"]
+    async with client.stream("GET", "/events", headers=auth) as events:
+        r = await client.post(
+            "/brokers/oanda/orders",
+            headers=curl,
+            content=b'{"instrument":"EUR_USD","side":"BUY","units":100,"entry_price":1.1655,'
+            b'"stop_loss_price":1.1600,"take_profit_price":1.1700,"quality_score":75}',
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["ok"] is True and r.json()["order_id"].startswith("paper-oanda-")
+        r = await client.post(
+            "/brokers/coinbase-adv/orders",
+            headers=curl,
+            content=b'{"product_id":"BTC-USD","side":"BUY","order_type":"MARKET","size":0.001,'
+            b'"stop_loss_price":40000,"take_profit_price":45000}',
+        )
+        assert r.status_code == 200, r.text
+        assert r.json() == {**r.json(), "ok": True, "status": "PENDING", "mode": "paper"}
+        env = await next_sse_data(events.aiter_lines(), '"source":"oanda"')
+        assert env["type"] in ("oco_placed", "order_filled")
 
 
 async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
@@ -53,6 +83,8 @@ async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
                 env = await next_sse_data(resp.aiter_lines(), '"type":"heartbeat"')
                 assert env["source"] == "heartbeat"
                 assert {"id", "source", "type", "payload", "ts", "v"} <= env.keys()
+
+            await seed_quick_start(client)
 
             # ready: NATS connected, streams present, actors beating
             r = await client.get("/ready")

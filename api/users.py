@@ -1,0 +1,252 @@
+"""Users, stored in the KV bucket ``users`` (nothing in memory, nothing in files).
+
+One key per user, derived from the normalised email: ``u_`` + the first 32 hex
+digits of its SHA-256.  The key is also the user's id (the JWT ``sub``), so it is
+token-safe by construction and a lookup by id or by email is one KV get.
+Creation is a KV ``create`` (a second account for the same email fails), every
+change a compare-and-set on the revision, retried on a concurrent write.
+
+``token_gen`` counts credential events (password change, disable): access and
+refresh tokens carry the generation they were issued under and stop working as
+soon as it moves on.  A counter, unlike a "valid after" timestamp, does not
+depend on second-granular ``iat`` values or on clocks agreeing across replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from rbot.bus.codec import now_iso
+from rbot.bus.connection import Bus
+from rbot.bus.subjects import is_token
+
+from .passwords import Passwords
+from .principal import Role
+
+log = logging.getLogger("rbot.api.auth")
+
+ADMIN_EMAIL_ENV = "RBOT_ADMIN_EMAIL"
+DEFAULT_ADMIN_EMAIL = "admin@localhost"
+MIN_PASSWORD = 8
+MIN_PASSWORD_LOCAL = 4  # open registration as trader, or RBOT_DEV: the seed's "pass"
+MAX_PASSWORD = 1024
+MAX_EMAIL = 254
+_EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$")
+_CAS_ATTEMPTS = 8
+
+
+class UserError(Exception):
+    """Base of the user store's errors."""
+
+
+class InvalidEmail(UserError):
+    pass
+
+
+class EmailTaken(UserError):
+    pass
+
+
+class UserNotFound(UserError):
+    pass
+
+
+class WeakPassword(UserError):
+    pass
+
+
+class UserRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    email: str
+    password_hash: str
+    role: Role
+    disabled: bool = False
+    token_gen: int = 0
+    created: str
+    updated: str
+    password_changed: str | None = None
+
+
+_decoder = msgspec.json.Decoder(UserRecord)
+_encoder = msgspec.json.Encoder()
+
+
+def normalise_email(raw: str) -> str:
+    """Trimmed and lower-cased; ``InvalidEmail`` unless it looks like ``local@domain``.
+
+    Deliberately simple (no DNS, no extra dependency): ``trader@test`` and
+    ``admin@localhost`` are valid, as the seed and the bootstrap need.
+    """
+    email = raw.strip().lower()
+    if len(email) > MAX_EMAIL or not _EMAIL_RE.match(email) or not _is_text(email):
+        raise InvalidEmail("email must look like name@domain")
+    return email
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
+
+
+def user_id(email: str) -> str:
+    return "u_" + hashlib.sha256(normalise_email(email).encode()).hexdigest()[:32]
+
+
+def check_password(password: str, *, min_length: int = MIN_PASSWORD) -> None:
+    if len(password) < min_length:
+        raise WeakPassword(f"password must be at least {min_length} characters")
+    if len(password) > MAX_PASSWORD:
+        raise WeakPassword(f"password must be at most {MAX_PASSWORD} characters")
+    if not _is_text(password):
+        raise WeakPassword("password must be valid Unicode text")
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class UserStore:
+    """The ``users`` bucket.  Cheap to build: one per request is fine."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def _kv(self) -> KeyValue:
+        return await self.bus.kv("users")
+
+    async def _get(self, key: str) -> tuple[UserRecord, int] | None:
+        if not is_token(key):
+            return None
+        kv = await self._kv()
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return _decoder.decode(entry.value), entry.revision or 0
+
+    async def get(self, uid: str) -> UserRecord | None:
+        found = await self._get(uid)
+        return found[0] if found else None
+
+    async def by_email(self, email: str) -> UserRecord | None:
+        try:
+            uid = user_id(email)
+        except InvalidEmail:
+            return None
+        return await self.get(uid)
+
+    async def create(self, email: str, password_hash: str, role: Role) -> UserRecord:
+        email = normalise_email(email)
+        now = now_iso()
+        rec = UserRecord(
+            id=user_id(email),
+            email=email,
+            password_hash=password_hash,
+            role=role,
+            created=now,
+            updated=now,
+        )
+        kv = await self._kv()
+        try:
+            await kv.create(rec.id, _encoder.encode(rec))
+        except KeyWrongLastSequenceError:
+            raise EmailTaken("that email is already registered") from None
+        log.info("user created sub=%s role=%s", rec.id, rec.role.value)
+        return rec
+
+    async def update(self, uid: str, change: Callable[[UserRecord], UserRecord]) -> UserRecord:
+        """Apply ``change`` with compare-and-set, re-reading after a concurrent write."""
+        kv = await self._kv()
+        for _ in range(_CAS_ATTEMPTS):
+            found = await self._get(uid)
+            if found is None:
+                raise UserNotFound(uid)
+            current, revision = found
+            new = msgspec.structs.replace(change(current), id=current.id, updated=now_iso())
+            try:
+                await kv.update(uid, _encoder.encode(new), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return new
+        raise UserError(f"user {uid} kept changing under {_CAS_ATTEMPTS} attempts")
+
+    async def set_password(self, uid: str, password_hash: str, *, revoke: bool) -> UserRecord:
+        """New hash; with ``revoke`` every token issued before stops working."""
+
+        def change(u: UserRecord) -> UserRecord:
+            return msgspec.structs.replace(
+                u,
+                password_hash=password_hash,
+                token_gen=u.token_gen + (1 if revoke else 0),
+                password_changed=now_iso() if revoke else u.password_changed,
+            )
+
+        return await self.update(uid, change)
+
+    async def set_role(self, uid: str, role: Role) -> UserRecord:
+        return await self.update(uid, lambda u: msgspec.structs.replace(u, role=role))
+
+    async def set_disabled(self, uid: str, disabled: bool) -> UserRecord:
+        def change(u: UserRecord) -> UserRecord:
+            gen = u.token_gen + 1 if disabled and not u.disabled else u.token_gen
+            return msgspec.structs.replace(u, disabled=disabled, token_gen=gen)
+
+        return await self.update(uid, change)
+
+    async def list_all(self) -> list[UserRecord]:
+        kv = await self._kv()
+        watcher = await kv.watchall(ignore_deletes=True)
+        users: list[UserRecord] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    break
+                if entry.value:
+                    users.append(_decoder.decode(entry.value))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+        users.sort(key=lambda u: (u.created, u.email))
+        return users
+
+
+async def ensure_admin(
+    bus: Bus, passwords: Passwords | None = None, email: str | None = None
+) -> tuple[str, str] | None:
+    """Create the first admin when there is no enabled one.
+
+    Returns ``(email, password)`` for ``rbot up`` to print once, or ``None`` when
+    an admin exists (or the bootstrap email is already taken by a non-admin, in
+    which case a warning says how to promote someone).
+    """
+    store = UserStore(bus)
+    if any(u.role is Role.ADMIN and not u.disabled for u in await store.list_all()):
+        return None
+    email = normalise_email(email or os.environ.get(ADMIN_EMAIL_ENV) or DEFAULT_ADMIN_EMAIL)
+    password = generate_password()
+    hasher = passwords or Passwords.from_env()
+    try:
+        await store.create(email, await hasher.hash(password), Role.ADMIN)
+    except EmailTaken:
+        existing = await store.by_email(email)
+        if existing is not None and existing.role is Role.ADMIN and not existing.disabled:
+            return None  # another process bootstrapped it a moment ago
+        log.warning(
+            "no enabled admin, and the bootstrap email is taken: "
+            "promote a user with `rbot user role EMAIL admin`"
+        )
+        return None
+    return email, password

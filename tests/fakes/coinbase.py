@@ -1,0 +1,893 @@
+"""A fake Coinbase Advanced Trade server, built from ../shared/docs/PROTOCOLS.md.
+
+WebSocket market data at the root (``ws://127.0.0.1:<port>/``, like
+``wss://advanced-trade-ws.coinbase.com``) and at ``/ws``:
+
+- a connection that has not sent a ``subscribe`` within ``subscribe_timeout``
+  (5 s) is closed (code 1000, reason ``subscribe timeout``: a guess);
+- one channel per message ``{"type": "subscribe"|"unsubscribe", "product_ids",
+  "channel"}``; a ``channels`` list, an unknown channel or product gets
+  ``{"type": "error", "message"}``; an optional ``jwt`` is verified when keys
+  are registered;
+- ``ticker``: a snapshot then updates, with best_bid/best_ask strings;
+  ``level2``: answers on ``l2_data`` with a snapshot then updates, sides
+  ``bid``/``offer``, ``new_quantity "0"`` removes a level; ``heartbeats``: one
+  per ``heartbeat_interval``, Go-style ``current_time``, every third
+  ``heartbeat_counter`` a string;
+- the ``subscriptions`` acknowledgement comes after the snapshots;
+- every message has ``channel, client_id, timestamp, sequence_num, events``;
+  ``sequence_num`` counts per connection from 0.
+
+REST under ``/api/v3/brokerage`` (CDP JWT required: ``Authorization: Bearer``,
+ES256/EdDSA, ``iss=cdp``, ``sub``=``kid``, ``uri`` = "METHOD host/path"; else
+401 ``Unauthorized``) and the public mirrors under ``/api/v3/brokerage/market``
+(no auth): ``GET /products``, ``GET /products/{id}``, ``GET /product_book``,
+``GET /products/{id}/candles`` (newest first, at most 350), ``POST /orders``
+and ``GET /orders/historical/{order_id}`` (private only).  Every REST answer
+carries ``x-ratelimit-limit/-remaining/-reset`` (10/s public per client, 30/s
+private per key; ``reset`` is the unix second the window ends: a guess), and
+over the limit, or when scripted, answers 429.
+
+Scripting, in-process::
+
+    async with FakeCoinbase(heartbeat_interval=0.05).serving() as fake:
+        fake.drop()               # cut every WebSocket (no close frame)
+        fake.skip_sequence()      # the next message on every socket skips a number
+        fake.send_malformed()     # one frame that is not JSON
+        fake.go_silent()          # open sockets send nothing any more
+        fake.reject_rest(2)       # the next 2 REST requests answer 429
+        fake.set_quote("BTC-USD", "100.00", "100.02")  # book + ticker, pushed now
+        await fake.snapshots.reach(2)
+
+or over HTTP (no auth): ``POST /_control/{drop, skip, malformed, silence,
+reject_rest, reject_ws, quote, level, push}`` with the same keyword arguments
+as JSON, ``GET /_control/stats``.
+
+Run: ``python -m tests.fakes.coinbase --port 0`` prints ``LISTENING
+http://127.0.0.1:<port>``; REST at that URL, WebSocket at ``ws://`` the same.
+
+Not modelled: the user channel, order matching after placement (limit orders
+stay OPEN), fees, ``ticker_batch``/``market_trades``/``candles`` channel data,
+closing quiet channels after 60-90 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import random
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from tests.fakes._serve import Counter, cli_args, first_done, ns_time, run_cli, serving
+
+API = "/api/v3/brokerage"
+CHANNELS = ("ticker", "ticker_batch", "level2", "heartbeats", "market_trades", "status", "candles")
+ANSWERS_ON = {"level2": "l2_data"}
+GRANULARITIES = {
+    "ONE_MINUTE": 60, "FIVE_MINUTE": 300, "FIFTEEN_MINUTE": 900, "THIRTY_MINUTE": 1800,
+    "ONE_HOUR": 3600, "TWO_HOUR": 7200, "FOUR_HOUR": 14400, "SIX_HOUR": 21600, "ONE_DAY": 86400,
+}  # fmt: skip
+MAX_CANDLES = 350
+DEFAULT_PRODUCTS = {
+    "BTC-USD": ("21931.98", "21933.98", "0.00000001"),
+    "ETH-USD": ("1650.10", "1650.25", "0.00000001"),
+    "SOL-USD": ("20.10", "20.12", "0.001"),
+}
+MALFORMED = '{"channel":"ticker","client_id":"","sequence_num":'
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+def rest_error(status: int, error: str, message: str) -> JSONResponse:
+    body = {"error": error, "error_details": message, "message": message}
+    return JSONResponse(body, status_code=status)
+
+
+def _dec(value: Any) -> Decimal | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+@dataclass
+class Product:
+    product_id: str
+    base_increment: Decimal
+    quote_increment: Decimal = Decimal("0.01")
+    bids: dict[Decimal, Decimal] = field(default_factory=dict)
+    asks: dict[Decimal, Decimal] = field(default_factory=dict)
+    volume: Decimal = Decimal("16038.28770938")
+
+    @property
+    def best_bid(self) -> Decimal | None:
+        return max(self.bids, default=None)
+
+    @property
+    def best_ask(self) -> Decimal | None:
+        return min(self.asks, default=None)
+
+    @property
+    def mid(self) -> Decimal:
+        bid, ask = self.best_bid, self.best_ask
+        if bid is None or ask is None:
+            return bid or ask or Decimal(0)
+        return ((bid + ask) / 2).quantize(self.quote_increment)
+
+    def set_level(self, side: str, price: Decimal, qty: Decimal) -> dict[str, str]:
+        levels = self.bids if side == "bid" else self.asks
+        if qty == 0:
+            levels.pop(price, None)
+        else:
+            levels[price] = qty
+        return {
+            "side": side,
+            "event_time": ns_time(),
+            "price_level": str(price),
+            "new_quantity": str(qty),
+        }
+
+    def levels(self) -> list[dict[str, str]]:
+        t = ns_time()
+        out = [
+            {"side": "bid", "event_time": t, "price_level": str(p), "new_quantity": str(q)}
+            for p, q in sorted(self.bids.items(), reverse=True)
+        ]
+        out += [
+            {"side": "offer", "event_time": t, "price_level": str(p), "new_quantity": str(q)}
+            for p, q in sorted(self.asks.items())
+        ]
+        return out
+
+    def ticker(self) -> dict[str, str]:
+        def best(levels: dict[Decimal, Decimal], price: Decimal | None) -> tuple[str, str]:
+            return ("", "") if price is None else (str(price), str(levels[price]))
+
+        bid, bid_q = best(self.bids, self.best_bid)
+        ask, ask_q = best(self.asks, self.best_ask)
+        return {
+            "type": "ticker",
+            "product_id": self.product_id,
+            "price": str(self.mid),
+            "volume_24_h": str(self.volume),
+            "low_24_h": str(self.mid * Decimal("0.97")),
+            "high_24_h": str(self.mid * Decimal("1.02")),
+            "low_52_w": str(self.mid / 2),
+            "high_52_w": str(self.mid * 2),
+            "price_percent_chg_24_h": "-4.15775596190603",
+            "best_bid": bid,
+            "best_bid_quantity": bid_q,
+            "best_ask": ask,
+            "best_ask_quantity": ask_q,
+        }
+
+
+class _Fault(enum.Enum):
+    DROP = "drop"
+    CLOSE = "close"
+
+
+Outgoing = tuple[str, list[dict[str, Any]]] | str | _Fault
+
+
+@dataclass(eq=False)
+class _Conn:
+    queue: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
+    subs: dict[str, set[str]] = field(default_factory=dict)
+    seq: int = 0
+    skip: int = 0
+    beats: int = 0
+    silent: bool = False
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, channel: str, product: str) -> bool:
+        return product in self.subs.get(channel, ())
+
+
+class FakeCoinbase:
+    """State, scripting and the Starlette app of one fake Coinbase Advanced server."""
+
+    def __init__(
+        self,
+        *,
+        heartbeat_interval: float = 1.0,
+        subscribe_timeout: float = 5.0,
+        products: dict[str, tuple[str, str, str]] | None = None,
+        public_rate: int = 10,
+        private_rate: int = 30,
+        depth: int = 10,
+    ) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self.subscribe_timeout = subscribe_timeout
+        self.public_rate, self.private_rate = public_rate, private_rate
+        self.products: dict[str, Product] = {}
+        for pid, (bid, ask, base_inc) in (products or DEFAULT_PRODUCTS).items():
+            self.products[pid] = p = Product(pid, Decimal(base_inc))
+            step = p.quote_increment * 5
+            for i in range(depth):
+                p.bids[Decimal(bid) - i * step] = Decimal("0.5") + Decimal(i) / 10
+                p.asks[Decimal(ask) + i * step] = Decimal("0.4") + Decimal(i) / 10
+        self.keys: dict[str, PublicKey] = {}
+        self.connections = Counter()  # WebSockets accepted
+        self.subscribes = Counter()  # subscribe messages accepted
+        self.snapshots = Counter()  # l2_data snapshots sent
+        self.rest_requests = 0
+        self.rejected = 0
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.url = ""
+        self._conns: set[_Conn] = set()
+        self._rest_reject: list[int] = []
+        self._ws_reject: list[int] = []
+        self._windows: dict[str, tuple[int, int]] = {}  # bucket -> (second, count)
+        self._client_orders: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ scripting
+
+    @property
+    def open_sockets(self) -> int:
+        return len(self._conns)
+
+    def new_key(self, name: str = "organizations/org-1/apiKeys/key-1") -> tuple[str, str]:
+        """Make an EC P-256 CDP key, register its public half; returns (name, private PEM)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.keys[name] = key.public_key()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        return name, pem.decode()
+
+    def drop(self) -> int:
+        return self._to_all(_Fault.DROP)
+
+    def close_sockets(self) -> int:
+        return self._to_all(_Fault.CLOSE)
+
+    def skip_sequence(self, n: int = 1) -> int:
+        for c in self._conns:
+            c.skip += n
+        return len(self._conns)
+
+    def send_malformed(self, text: str = MALFORMED) -> int:
+        return self._to_all(text)
+
+    def go_silent(self) -> int:
+        for c in self._conns:
+            c.silent = True
+        return len(self._conns)
+
+    def reject_rest(self, n: int, status: int = 429) -> None:
+        self._rest_reject.extend([status] * n)
+
+    def reject_ws(self, n: int, status: int = 429) -> None:
+        self._ws_reject.extend([status] * n)
+
+    def set_quote(
+        self,
+        product_id: str,
+        bid: str | Decimal,
+        ask: str | Decimal,
+        *,
+        bid_size: str | Decimal = "1.5",
+        ask_size: str | Decimal = "2.0",
+        push: bool = True,
+    ) -> list[dict[str, str]]:
+        """Make ``bid``/``ask`` the best levels; levels through them are removed."""
+        p = self.products[product_id]
+        b, a = Decimal(bid), Decimal(ask)
+        updates = [p.set_level("bid", x, Decimal(0)) for x in list(p.bids) if x > b or x >= a]
+        updates += [p.set_level("offer", x, Decimal(0)) for x in list(p.asks) if x < a or x <= b]
+        updates.append(p.set_level("bid", b, Decimal(bid_size)))
+        updates.append(p.set_level("offer", a, Decimal(ask_size)))
+        if push:
+            self._publish(product_id, updates)
+        return updates
+
+    def set_level(
+        self, product_id: str, side: str, price: str, qty: str, push: bool = True
+    ) -> None:
+        """One raw L2 change (side "bid" or "offer"; qty "0" removes)."""
+        update = self.products[product_id].set_level(side, Decimal(price), Decimal(qty))
+        if push:
+            self._publish(product_id, [update])
+
+    def push(self, product_id: str | None = None) -> None:
+        """Send the current ticker of one (or every) product to its subscribers."""
+        for pid in self.products if product_id is None else [product_id]:
+            self._publish(pid, [])
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "connections": self.connections.value,
+            "open_sockets": self.open_sockets,
+            "subscribes": self.subscribes.value,
+            "snapshots": self.snapshots.value,
+            "rest_requests": self.rest_requests,
+            "rejected": self.rejected,
+        }
+
+    async def wander(self, interval: float, seed: int = 11) -> None:
+        """Move every product's quote a tick or two and push it (CLI use)."""
+        rng = random.Random(seed)
+        while True:
+            await asyncio.sleep(interval)
+            for pid, p in self.products.items():
+                bid, ask = p.best_bid, p.best_ask
+                if bid is None or ask is None:
+                    continue
+                step = p.quote_increment * rng.choice((-2, -1, 1, 2))
+                self.set_quote(pid, bid + step, ask + step)
+
+    def _to_all(self, item: Outgoing) -> int:
+        for c in self._conns:
+            c.queue.put_nowait(item)
+        return len(self._conns)
+
+    def _publish(self, product_id: str, updates: list[dict[str, str]]) -> None:
+        p = self.products[product_id]
+        for c in self._conns:
+            if c.wants("ticker", product_id):
+                c.queue.put_nowait(("ticker", [{"type": "update", "tickers": [p.ticker()]}]))
+            if updates and c.wants("level2", product_id):
+                event = {"type": "update", "product_id": product_id, "updates": updates}
+                c.queue.put_nowait(("l2_data", [event]))
+
+    # ------------------------------------------------------------------ the app
+
+    def app(self) -> Starlette:
+        routes: list[Route | WebSocketRoute] = [
+            WebSocketRoute("/", self._websocket),
+            WebSocketRoute("/ws", self._websocket),
+            Route("/_control/stats", self._control_stats),
+            Route("/_control/{action}", self._control, methods=["POST"]),
+            Route(f"{API}/orders", self._create_order, methods=["POST"]),
+            Route(f"{API}/orders/historical/{{order_id}}", self._get_order),
+        ]
+        for prefix in (API, f"{API}/market"):
+            routes += [
+                Route(f"{prefix}/products", self._products),
+                Route(f"{prefix}/products/{{product_id}}", self._product),
+                Route(f"{prefix}/product_book", self._product_book),
+                Route(f"{prefix}/products/{{product_id}}/candles", self._candles),
+            ]
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(_Gate, fake=self)],
+            exception_handlers={HTTPException: _http_error},
+        )
+
+    @contextlib.asynccontextmanager
+    async def serving(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[FakeCoinbase]:
+        async with serving(self.app(), host=host, port=port, before_stop=self.close_sockets) as url:
+            self.url = url
+            yield self
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http")
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def _websocket(self, ws: WebSocket) -> None:
+        if self._ws_reject:
+            status = self._ws_reject.pop(0)
+            self.rejected += 1
+            await ws.send_denial_response(
+                rest_error(status, "RATE_LIMIT_EXCEEDED", "Too many requests")
+            )
+            return
+        await ws.accept()
+        conn = _Conn()
+        self._conns.add(conn)
+        self.connections.incr()
+        try:
+            outcome = await first_done(self._reader(ws, conn), self._writer(ws, conn))
+        finally:
+            self._conns.discard(conn)
+        if outcome == "timeout":
+            await ws.close(code=1000, reason="subscribe timeout")
+        elif outcome == _Fault.CLOSE.value:
+            await ws.close(code=1001, reason="going away")
+        # "drop": return without a close frame; uvicorn closes the TCP connection
+
+    async def _reader(self, ws: WebSocket, conn: _Conn) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.subscribe_timeout
+        while True:
+            try:
+                async with asyncio.timeout_at(None if conn.subscribed.is_set() else deadline):
+                    msg = await ws.receive()
+            except TimeoutError:
+                return "timeout"
+            if msg["type"] == "websocket.disconnect":
+                return "gone"
+            text = msg.get("text") or (msg.get("bytes") or b"").decode(errors="replace")
+            self._on_client_message(conn, text)
+
+    def _on_client_message(self, conn: _Conn, text: str) -> None:
+        def fail(message: str) -> None:
+            conn.queue.put_nowait(json.dumps({"type": "error", "message": message}))
+
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            return fail("failed to parse message")
+        if not isinstance(msg, dict) or msg.get("type") not in ("subscribe", "unsubscribe"):
+            return fail("unknown message type")
+        if "channels" in msg:
+            return fail("one channel per subscribe message: use 'channel'")
+        channel = msg.get("channel")
+        if channel not in CHANNELS:
+            return fail(f"Failure to subscribe: unknown channel {channel!r}")
+        products = msg.get("product_ids", [])
+        if not isinstance(products, list) or any(p not in self.products for p in products):
+            return fail("Failure to subscribe: unknown product")
+        if "jwt" in msg and self.keys and self._verify_jwt(str(msg["jwt"]), None) is not None:
+            return fail("authentication failure")
+        subs = conn.subs.setdefault(channel, set())
+        if msg["type"] == "unsubscribe":
+            subs.difference_update(products)
+        else:
+            subs.update(products)
+            conn.subscribed.set()
+            self.subscribes.incr()
+            self._snapshots(conn, channel, products)
+        ack = {ch: sorted(ps) for ch, ps in conn.subs.items() if ps or ch == "heartbeats"}
+        conn.queue.put_nowait(("subscriptions", [{"subscriptions": ack}]))
+
+    def _snapshots(self, conn: _Conn, channel: str, products: list[str]) -> None:
+        if channel == "ticker" and products:
+            tickers = [self.products[p].ticker() for p in products]
+            conn.queue.put_nowait(("ticker", [{"type": "snapshot", "tickers": tickers}]))
+        if channel == "level2":
+            for pid in products:
+                event = {"type": "snapshot", "product_id": pid}
+                event["updates"] = self.products[pid].levels()  # type: ignore[assignment]
+                conn.queue.put_nowait(("l2_data", [event]))
+                self.snapshots.incr()
+
+    async def _writer(self, ws: WebSocket, conn: _Conn) -> str:
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.heartbeat_interval
+        while True:
+            try:
+                async with asyncio.timeout_at(next_beat):
+                    item = await conn.queue.get()
+            except TimeoutError:
+                next_beat += self.heartbeat_interval
+                if "heartbeats" in conn.subs and not conn.silent:
+                    await self._send(ws, conn, "heartbeats", [self._heartbeat(conn)])
+                continue
+            if isinstance(item, _Fault):
+                return item.value
+            if conn.silent:
+                continue
+            if isinstance(item, str):
+                await ws.send_text(item)  # errors and malformed frames carry no sequence_num
+            else:
+                await self._send(ws, conn, *item)
+
+    async def _send(
+        self, ws: WebSocket, conn: _Conn, channel: str, events: list[dict[str, Any]]
+    ) -> None:
+        seq = conn.seq + conn.skip
+        conn.seq, conn.skip = seq + 1, 0
+        msg = {
+            "channel": channel,
+            "client_id": "",
+            "timestamp": ns_time(),
+            "sequence_num": seq,
+            "events": events,
+        }
+        await ws.send_text(json.dumps(msg, separators=(",", ":")))
+
+    def _heartbeat(self, conn: _Conn) -> dict[str, Any]:
+        conn.beats += 1
+        t = time.time_ns()
+        sec, frac = divmod(t, 1_000_000_000)
+        go = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
+        go += f".{frac:09d} +0000 UTC m=+{time.monotonic():.9f}"
+        counter: int | str = str(conn.beats) if conn.beats % 3 == 0 else conn.beats
+        return {"current_time": go, "heartbeat_counter": counter}
+
+    # ------------------------------------------------------------------ REST
+
+    async def _products(self, request: Request) -> Response:
+        kind = request.query_params.get("product_type", "SPOT")
+        products = [self._product_json(p) for p in self.products.values()] if kind == "SPOT" else []
+        return JSONResponse({"products": products, "num_products": len(products)})
+
+    async def _product(self, request: Request) -> Response:
+        p = self.products.get(request.path_params["product_id"])
+        if p is None:
+            return rest_error(404, "NOT_FOUND", "ProductID is invalid")
+        return JSONResponse(self._product_json(p))
+
+    def _product_json(self, p: Product) -> dict[str, Any]:
+        base, quote = p.product_id.split("-")
+        return {
+            "product_id": p.product_id,
+            "price": str(p.mid),
+            "price_percentage_change_24h": "-4.15775596190603",
+            "volume_24h": str(p.volume),
+            "volume_percentage_change_24h": "12.5",
+            "base_increment": str(p.base_increment),
+            "quote_increment": str(p.quote_increment),
+            "quote_min_size": "1",
+            "quote_max_size": "10000000",
+            "base_min_size": str(p.base_increment),
+            "base_max_size": "3400",
+            "base_name": base,
+            "quote_name": quote,
+            "watched": False,
+            "is_disabled": False,
+            "new": False,
+            "status": "online",
+            "cancel_only": False,
+            "limit_only": False,
+            "post_only": False,
+            "trading_disabled": False,
+            "auction_mode": False,
+            "product_type": "SPOT",
+            "quote_currency_id": quote,
+            "base_currency_id": base,
+            "mid_market_price": str(p.mid),
+            "base_display_symbol": base,
+            "quote_display_symbol": quote,
+        }
+
+    async def _product_book(self, request: Request) -> Response:
+        pid = request.query_params.get("product_id")
+        if not pid:
+            return rest_error(400, "INVALID_ARGUMENT", "product_id is required")
+        p = self.products.get(pid)
+        if p is None:
+            return rest_error(404, "NOT_FOUND", "ProductID is invalid")
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError:
+            return rest_error(400, "INVALID_ARGUMENT", "limit must be an integer")
+        bids = [{"price": str(x), "size": str(p.bids[x])} for x in sorted(p.bids, reverse=True)]
+        asks = [{"price": str(x), "size": str(p.asks[x])} for x in sorted(p.asks)]
+        bid, ask = p.best_bid, p.best_ask
+        spread = (ask - bid) if bid is not None and ask is not None else Decimal(0)
+        mid = p.mid
+        return JSONResponse(
+            {
+                "pricebook": {
+                    "product_id": pid,
+                    "bids": bids[:limit],
+                    "asks": asks[:limit],
+                    "time": ns_time(),
+                },
+                "last": str(mid),
+                "mid_market": str(mid),
+                "spread_bps": str((spread / mid * 10000).quantize(Decimal("0.01"))) if mid else "0",
+                "spread_absolute": str(spread),
+            }
+        )
+
+    async def _candles(self, request: Request) -> Response:
+        pid = request.path_params["product_id"]
+        p = self.products.get(pid)
+        if p is None:
+            return rest_error(404, "NOT_FOUND", "ProductID is invalid")
+        qp = request.query_params
+        gran = qp.get("granularity", "")
+        if gran not in GRANULARITIES:
+            return rest_error(400, "INVALID_ARGUMENT", "granularity is invalid")
+        try:
+            start, end = int(qp["start"]), int(qp["end"])
+        except (KeyError, ValueError):
+            return rest_error(400, "INVALID_ARGUMENT", "start and end must be unix seconds")
+        secs = GRANULARITIES[gran]
+        first = -(-start // secs) * secs
+        starts = list(range(first, min(end, int(time.time())) + 1, secs))
+        if end < start or len(starts) > MAX_CANDLES:
+            return rest_error(
+                400,
+                "INVALID_ARGUMENT",
+                f"number of candles requested should be less than {MAX_CANDLES}",
+            )
+        candles = [self._candle(p, gran, t) for t in reversed(starts)]
+        return JSONResponse({"candles": candles})
+
+    def _candle(self, p: Product, gran: str, start: int) -> dict[str, str]:
+        rng = random.Random(f"{p.product_id}/{gran}/{start}")
+        q = p.quote_increment
+
+        def move(x: Decimal, size: float) -> Decimal:
+            return (x * (1 + Decimal(str(round(rng.uniform(-size, size), 7))))).quantize(q)
+
+        o = move(p.mid, 1e-3)
+        c = move(o, 5e-4)
+        return {
+            "start": str(start),
+            "low": str(min(o, c) - q * rng.randint(0, 20)),
+            "high": str(max(o, c) + q * rng.randint(0, 20)),
+            "open": str(o),
+            "close": str(c),
+            "volume": str(Decimal(rng.randint(1, 10**8)).scaleb(-6)),
+        }
+
+    # ------------------------------------------------------------------ orders
+
+    async def _create_order(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return rest_error(400, "INVALID_ARGUMENT", "body is not JSON")
+        if not isinstance(body, dict):
+            return rest_error(400, "INVALID_ARGUMENT", "body must be an object")
+        coid, pid, side = body.get("client_order_id"), body.get("product_id"), body.get("side")
+        config = body.get("order_configuration")
+        if not coid or not pid or not side or not isinstance(config, dict):
+            return rest_error(
+                400,
+                "INVALID_ARGUMENT",
+                "client_order_id, product_id, side and order_configuration are required",
+            )
+        if (existing := self._client_orders.get(coid)) is not None:
+            return JSONResponse(self._success(self.orders[existing]))
+        failure = self._order_failure(pid, side, config, body.get("attached_order_configuration"))
+        if failure is not None:
+            error, preview = failure
+            return JSONResponse(
+                {
+                    "success": False,
+                    "failure_reason": "UNKNOWN_FAILURE_REASON",
+                    "error_response": {
+                        "error": error,
+                        "message": error.replace("_", " ").lower(),
+                        "error_details": error.replace("_", " ").lower(),
+                        "preview_failure_reason": preview,
+                        "new_order_failure_reason": error,
+                    },
+                    "order_configuration": config,
+                }
+            )
+        ((kind, cfg),) = config.items()
+        p = self.products[pid]
+        best = p.best_ask if side == "BUY" else p.best_bid
+        status = "FILLED" if kind.startswith("market") else "OPEN"
+        limit = _dec(cfg.get("limit_price"))
+        if status == "OPEN" and limit is not None and best is not None and kind.startswith("limit"):
+            crosses = limit >= best if side == "BUY" else limit <= best
+            status = "FILLED" if crosses else "OPEN"
+        order = {
+            "order_id": str(uuid.uuid4()),
+            "product_id": pid,
+            "side": side,
+            "client_order_id": coid,
+            "status": status,
+            "order_configuration": config,
+            "average_filled_price": str(best) if status == "FILLED" and best else "0",
+            "filled_size": cfg.get("base_size", "0") if status == "FILLED" else "0",
+            "created_time": ns_time(),
+        }
+        if "attached_order_configuration" in body:
+            order["attached_order_configuration"] = body["attached_order_configuration"]
+        self.orders[order["order_id"]] = order
+        self._client_orders[coid] = order["order_id"]
+        return JSONResponse(self._success(order))
+
+    def _order_failure(
+        self, pid: str, side: str, config: dict[str, Any], attached: Any
+    ) -> tuple[str, str] | None:
+        if pid not in self.products:
+            return "INVALID_PRODUCT_ID", "PREVIEW_INVALID_PRODUCT_ID"
+        if side not in ("BUY", "SELL"):
+            return "INVALID_SIDE", "PREVIEW_INVALID_SIDE"
+        known = {"market_market_ioc", "limit_limit_gtc", "limit_limit_gtd", "trigger_bracket_gtc"}
+        if len(config) != 1 or next(iter(config)) not in known:
+            return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ORDER_CONFIG"
+        ((kind, cfg),) = config.items()
+        if not isinstance(cfg, dict):
+            return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ORDER_CONFIG"
+        p = self.products[pid]
+        if kind == "market_market_ioc":
+            if ("quote_size" in cfg) == ("base_size" in cfg):
+                return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ORDER_CONFIG"
+            size = _dec(cfg.get("quote_size", cfg.get("base_size")))
+        else:
+            size = _dec(cfg.get("base_size"))
+            limit = _dec(cfg.get("limit_price"))
+            if limit is None or limit <= 0:
+                return "INVALID_LIMIT_PRICE", "PREVIEW_INVALID_LIMIT_PRICE"
+            if kind == "limit_limit_gtd" and not cfg.get("end_time"):
+                return "INVALID_END_TIME", "PREVIEW_INVALID_END_TIME"
+            if kind == "trigger_bracket_gtc" and _dec(cfg.get("stop_trigger_price")) is None:
+                return "INVALID_STOP_PRICE", "PREVIEW_INVALID_STOP_PRICE"
+            best = p.best_ask if side == "BUY" else p.best_bid
+            crosses = best is not None and (limit >= best if side == "BUY" else limit <= best)
+            if cfg.get("post_only") and crosses:
+                return "INVALID_LIMIT_PRICE_POST_ONLY", "PREVIEW_INVALID_LIMIT_PRICE_POST_ONLY"
+        if size is None or size <= 0:
+            return "INVALID_SIZE_PRECISION", "PREVIEW_INVALID_BASE_SIZE_TOO_SMALL"
+        if "base_size" in cfg and size < p.base_increment:
+            return "INVALID_SIZE_PRECISION", "PREVIEW_INVALID_BASE_SIZE_TOO_SMALL"
+        if attached is not None:
+            bracket = attached.get("trigger_bracket_gtc") if isinstance(attached, dict) else None
+            if not isinstance(bracket, dict) or any(
+                _dec(bracket.get(k)) is None for k in ("limit_price", "stop_trigger_price")
+            ):
+                return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ATTACHED_ORDER"
+        return None
+
+    @staticmethod
+    def _success(order: dict[str, Any]) -> dict[str, Any]:
+        keys = ("order_id", "product_id", "side", "client_order_id")
+        return {
+            "success": True,
+            "success_response": {k: order[k] for k in keys},
+            "order_configuration": order["order_configuration"],
+        }
+
+    async def _get_order(self, request: Request) -> Response:
+        order = self.orders.get(request.path_params["order_id"])
+        if order is None:
+            return rest_error(404, "NOT_FOUND", "order not found")
+        return JSONResponse({"order": order})
+
+    # ------------------------------------------------------------------ auth, limits
+
+    def _verify_jwt(self, token: str, uri: str | None) -> str | None:
+        """None when the token is good, else why not (never echoed to the client)."""
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self.keys.get(str(header.get("kid")))
+            if key is None:
+                return "unknown kid"
+            if not header.get("nonce"):
+                return "no nonce"
+            alg = "ES256" if isinstance(key, ec.EllipticCurvePublicKey) else "EdDSA"
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer="cdp",
+                options={"require": ["sub", "iss", "nbf", "exp"]},
+            )
+        except jwt.PyJWTError as exc:
+            return type(exc).__name__
+        if claims["sub"] != header["kid"] or claims["exp"] - claims["nbf"] > 120:
+            return "bad sub or lifetime"
+        if uri is not None and claims.get("uri") != uri:
+            return "bad uri"
+        return None
+
+    def _rate(self, bucket: str, limit: int) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        now = int(time.time())
+        second, count = self._windows.get(bucket, (now, 0))
+        if second != now:
+            second, count = now, 0
+        count += 1
+        self._windows[bucket] = (second, count)
+        headers = [
+            (b"x-ratelimit-limit", str(limit).encode()),
+            (b"x-ratelimit-remaining", str(max(0, limit - count)).encode()),
+            (b"x-ratelimit-reset", str(second + 1).encode()),
+        ]
+        return count <= limit, headers
+
+    # ------------------------------------------------------------------ control
+
+    async def _control_stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats())
+
+    async def _control(self, request: Request) -> Response:
+        raw = await request.body()
+        args: dict[str, Any] = json.loads(raw) if raw else {}
+        handlers: dict[str, Callable[..., object]] = {
+            "drop": self.drop,
+            "close": self.close_sockets,
+            "skip": self.skip_sequence,
+            "malformed": self.send_malformed,
+            "silence": self.go_silent,
+            "reject_rest": self.reject_rest,
+            "reject_ws": self.reject_ws,
+            "quote": self.set_quote,
+            "level": self.set_level,
+            "push": self.push,
+        }
+        handler = handlers.get(request.path_params["action"])
+        if handler is None:
+            return JSONResponse({"error": "unknown control action"}, status_code=404)
+        handler(**args)
+        return JSONResponse(self.stats())
+
+
+class _Gate:
+    """Pure ASGI middleware for REST: rate-limit headers, scripted 429s, CDP JWT auth."""
+
+    def __init__(self, app: ASGIApp, fake: FakeCoinbase) -> None:
+        self.app, self.fake = app, fake
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if scope["type"] != "http" or not path.startswith(API):
+            await self.app(scope, receive, send)
+            return
+        fake = self.fake
+        fake.rest_requests += 1
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        public = path.startswith(f"{API}/market/")
+        bucket, limit = "public", fake.public_rate
+        if not public:
+            token = headers.get("authorization", "").removeprefix("Bearer ")
+            host = headers.get("host", "")
+            uri = f"{scope['method']} {host}{path}"
+            if fake._verify_jwt(token, uri) is not None:
+                await PlainTextResponse("Unauthorized\n", status_code=401)(scope, receive, send)
+                return
+            bucket, limit = str(jwt.get_unverified_header(token)["kid"]), fake.private_rate
+        allowed, rate_headers = fake._rate(bucket, limit)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *rate_headers]}
+            await send(message)
+
+        if fake._rest_reject or not allowed:
+            status = fake._rest_reject.pop(0) if fake._rest_reject else 429
+            fake.rejected += 1
+            denied = rest_error(status, "RATE_LIMIT_EXCEEDED", "Too many requests")
+            await denied(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return rest_error(
+        exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "ERROR", exc.detail
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = cli_args("python -m tests.fakes.coinbase", argv)
+    fake = FakeCoinbase(heartbeat_interval=args.heartbeat or 1.0)
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None
+    if args.tick_interval > 0:
+        interval = args.tick_interval
+
+        def background() -> Coroutine[Any, Any, None]:
+            return fake.wander(interval)
+
+    asyncio.run(
+        run_cli(
+            fake.app(),
+            host=args.host,
+            port=args.port,
+            background=background,
+            before_stop=fake.close_sockets,
+        )
+    )
+
+
+if __name__ == "__main__":
+    print("WebSocket at the root of the same host and port (also /ws)", file=sys.stderr)
+    main()
