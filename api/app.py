@@ -14,6 +14,7 @@ from rbot.bus.connection import connect
 from rbot.bus.provision import provision
 
 from . import errors, middleware
+from .candles import watch_ticks
 from .context import ApiContext
 from .routers import admin, auth, events, health, market, orders, system
 from .security import EXTRAS_KEY as AUTH_KEY
@@ -38,9 +39,13 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
         app.state.ctx = ctx
         try:
             async with asyncio.TaskGroup() as tg:
-                watcher = tg.create_task(ctx.watch_pulse())
+                watchers = [
+                    tg.create_task(ctx.watch_pulse()),
+                    tg.create_task(watch_ticks(bus, ctx.candles)),
+                ]
                 yield
-                watcher.cancel()
+                for w in watchers:
+                    w.cancel()
         finally:
             await bus.close()
 

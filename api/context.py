@@ -19,6 +19,8 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import Pulse
 
+from .candles import CandleBook
+
 log = logging.getLogger("rbot.api")
 
 
@@ -31,6 +33,7 @@ class ApiContext:
     pulse: Pulse | None = None
     pulse_seen: asyncio.Event = field(default_factory=asyncio.Event)
     extras: dict[str, Any] = field(default_factory=dict)
+    candles: CandleBook = field(default_factory=CandleBook)
 
     async def watch_pulse(self) -> None:
         """Keep the latest system pulse (for /ready and the system panel)."""

@@ -53,5 +53,23 @@ async def oanda_prices(
     }
 
 
+@router.get("/candles")
+async def candles(
+    ctx: Ctx,
+    user: Viewer,
+    venue: Annotated[str, Query(pattern=r"^(oanda|coinbase)$")],
+    symbol: SymbolQ,
+    granularity: Annotated[str, Query(pattern=r"^(S5|S15|M1|M5|M15|H1)$")] = "M1",
+    count: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Recent candles of mid prices built from the tick stream (oldest first)."""
+    return {
+        "venue": venue,
+        "symbol": symbol,
+        "granularity": granularity,
+        "candles": ctx.candles.get(venue, symbol, granularity, count),
+    }
+
+
 def _s(v: object) -> str | None:
     return None if v is None else str(v)
