@@ -78,6 +78,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from rbot.bus.timing import every
 from tests.fakes._serve import Counter, cli_args, first_done, ns_time, run_cli, serving
 
 API = "/api/v3/brokerage"
@@ -332,8 +333,7 @@ class FakeCoinbase:
     async def wander(self, interval: float, seed: int = 11) -> None:
         """Move every product's quote a tick or two and push it (CLI use)."""
         rng = random.Random(seed)
-        while True:
-            await asyncio.sleep(interval)
+        async for _ in every(interval):
             for pid, p in self.products.items():
                 bid, ask = p.best_bid, p.best_ask
                 if bid is None or ask is None:

@@ -69,6 +69,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rbot.bus.codec import parse_iso
+from rbot.bus.timing import every
 from tests.fakes._serve import (
     Counter,
     DroppedByScript,
@@ -219,8 +220,7 @@ class FakeOanda:
     async def wander(self, interval: float, seed: int = 7) -> None:
         """Random-walk every quote and push it, every ``interval`` seconds (CLI use)."""
         rng = random.Random(seed)
-        while True:
-            await asyncio.sleep(interval)
+        async for _ in every(interval):
             for inst, q in list(self.quotes.items()):
                 step = Decimal(rng.choice((-2, -1, 1, 2))).scaleb(-precision(inst))
                 self.set_price(inst, q.bid + step, q.ask + step, tradeable=q.tradeable)
