@@ -33,7 +33,9 @@ async def all_orders(bus: Bus) -> list[Order]:
 
 
 async def last_ticks(bus: Bus) -> dict[tuple[str, str], Tick]:
-    ticks = [codec.decode(e.value, Tick) for e in await scan(await bus.kv("prices"), ">") if e.value]
+    ticks = [
+        codec.decode(e.value, Tick) for e in await scan(await bus.kv("prices"), ">") if e.value
+    ]
     return {(t.venue, t.symbol): t for t in ticks}
 
 
