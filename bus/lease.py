@@ -10,6 +10,7 @@ revision is stale learns it on its next renewal and steps down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -47,7 +48,10 @@ class Lease:
             self.revision = await self.kv.create(self.key, self._value())
             return True
         except KeyWrongLastSequenceError:
-            pass
+            return await self._reclaim()
+
+    async def _reclaim(self) -> bool:
+        """The key exists: ours from before a restart (renew it) or another owner's."""
         try:
             entry = await self.kv.get(self.key)
         except KeyNotFoundError:
@@ -68,10 +72,8 @@ class Lease:
 
     async def release(self) -> None:
         if self.revision is not None:
-            try:
+            with contextlib.suppress(KeyWrongLastSequenceError):  # someone else holds it now
                 await self.kv.delete(self.key, last=self.revision)
-            except KeyWrongLastSequenceError:
-                pass  # somebody else holds it already
             self.revision = None
 
     async def holder(self) -> str | None:
