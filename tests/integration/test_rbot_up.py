@@ -142,8 +142,11 @@ async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
     finally:
         code = await rbot.stop(signal.SIGINT)
     assert code == 0, rbot.text[-3000:]
-    shutdown = rbot.text[rbot.text.index("api stopping") :]
+    # Ctrl-C itself raises nothing (actors still recovering from the server kill
+    # may log a crash just before; that is the supervisor doing its job)
+    shutdown = rbot.text[rbot.text.index("actors stopped") :]
     assert "Traceback" not in shutdown, shutdown[-3000:]
+    assert "never retrieved" not in rbot.text
     assert "nats_server stopped" in rbot.text
     # reverse order: the API stops before the actors, the actors before NATS
     t = rbot.text
