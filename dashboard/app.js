@@ -201,6 +201,7 @@ function endSession(error = "", note = "") {
   tables.renderPending([]);
   tables.renderPositions([]);
   tables.renderClosed([]);
+  tables.resetAccount();
   chart.showMessage(null, "Select a symbol");
   onState("idle");
   showLogin(had ? error : "", note);

@@ -87,6 +87,8 @@ const ORDER = {
   order_rejected: rejected,
 };
 
+const ENDED = new Set(["order_cancelled", "order_expired"]);
+
 const ACTOR = {
   starting: ["▸", "muted"],
   started: ["▶", "good"],
@@ -141,7 +143,11 @@ export class PulseNarrator {
 /** {icon, tone, text, orderId} for one envelope, or null when it is not narrated. */
 export function describe(env, pulses) {
   const p = env.payload || {};
-  if (ORDER[env.type]) return { ...ORDER[env.type](p), orderId: p.order_id || null };
+  if (ORDER[env.type]) {
+    // cancel / expiry lines name the order already; the others get it as a muted tag
+    const tagged = !ENDED.has(env.type) && p.order_id;
+    return { ...ORDER[env.type](p), orderId: tagged ? p.order_id : null };
+  }
   if (ACTOR[env.type]) return actor(env);
   if (env.type === "heartbeat") return pulses ? pulses.describe(p) : null;
   if (env.type === "tick") return null;

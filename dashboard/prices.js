@@ -17,6 +17,7 @@ export class Prices {
     this.dirty = new Set();
     this.frame = 0;
     this.selected = null;
+    this.reset();
   }
 
   reset() {

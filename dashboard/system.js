@@ -27,6 +27,7 @@ export class SystemPanel {
     this.tradingState = null;
     this.lastPulse = null;
     this.ageTimer = window.setInterval(() => this.renderAges(), 1000);
+    this.render();
   }
 
   reset() {

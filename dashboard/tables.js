@@ -211,6 +211,14 @@ export class Tables {
     this.liveAccount();
   }
 
+  resetAccount() {
+    this.account = null;
+    for (const el of Object.values(this.accountEls)) {
+      el.textContent = "—";
+      el.classList.remove("pos", "neg");
+    }
+  }
+
   /** A position_closed event carries the new balance: show it at once. */
   setBalance(balance, currency) {
     if (!this.account || balance == null) return;

@@ -235,8 +235,11 @@ def wait(gate: asyncio.Event) -> Step:
 
 
 def frame(step: Step) -> bytes:
+    env = step.env or {}
+    if env.get("type") == "tick":  # stamped when sent: candles are made per request
+        env = {**env, "payload": {**env["payload"], "time": now_iso()}}
     head = f"id: {step.id}\n" if step.id is not None else ""
-    return f"{head}data: {json.dumps(step.env)}\n\n".encode()
+    return f"{head}data: {json.dumps(env)}\n\n".encode()
 
 
 @dataclass
