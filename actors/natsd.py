@@ -103,7 +103,7 @@ class EmbeddedNats:
                         break
             bus = await connect(self.url, self.settings.subjects(), "rbot-provision")
             try:
-                await provision(bus)
+                await provision(bus, self.settings.rbot_replicas)
             finally:
                 await bus.close()
             log.info("nats-server pid %s ready on %s", proc.pid, self.url)

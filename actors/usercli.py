@@ -131,7 +131,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"rbot user: {exc}\n")
         return 1
     try:
-        await provision(bus)
+        await provision(bus, settings.rbot_replicas)
         out = await _execute(args, settings, bus)
     except CliError as exc:
         sys.stderr.write(f"rbot user: {exc}\n")

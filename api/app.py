@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.nats_url or "nats://127.0.0.1:4222"
         bus = await connect(url, settings.subjects(), f"rbot-api-{instance}")
-        await provision(bus)
+        await provision(bus, settings.rbot_replicas)
         ctx = ApiContext(settings=settings, bus=bus)
         ctx.extras[AUTH_KEY] = auth_services
         await auth_services.passwords.warm()

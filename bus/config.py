@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     rbot_data_dir: Path = Path("var")
     rbot_prefix: str = "rbot"
     rbot_partitions: int = 4
+    rbot_replicas: int = 1  # JetStream replicas for streams and buckets (3 in a cluster)
     rbot_instance: str | None = None
 
     # api

@@ -97,7 +97,7 @@ async def connect(
             bus.closed.set()
 
     opts: dict[str, Any] = dict(
-        servers=[url],
+        servers=[u.strip() for u in url.split(",") if u.strip()],  # a cluster: a,b,c
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=-1,
