@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from nats.js.kv import KeyValue
+
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.lease import lead
@@ -50,22 +52,27 @@ class TtlReaper(Actor):
     async def _watch(self) -> None:
         kv = await self.bus.kv("orders")
         while True:
-            seen = self.bus.reconnects
+            self.bus.reconnected.clear()
             watcher = await kv.watch(keys.orders_all())
             try:
-                async for entry in watcher:
-                    if self.bus.reconnects != seen:
-                        break  # re-create the watch (and re-read everything)
-                    if entry is None or entry.value is None:
-                        continue
-                    order = codec.decode(entry.value, Order)
-                    when = deadline(order)
-                    if when is None:
-                        self.deadlines.pop(order.id, None)
-                    else:
-                        self.deadlines[order.id] = (when, order)
+                async with asyncio.TaskGroup() as tg:
+                    consumer = tg.create_task(self._consume(watcher))
+                    await self.bus.reconnected.wait()  # a watch is a hint: re-create it
+                    consumer.cancel()
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
+            self.log.info("re-reading order deadlines after a reconnect")
+
+    async def _consume(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None or not entry.value:
+                continue
+            order = codec.decode(entry.value, Order)
+            when = deadline(order)
+            if when is None:
+                self.deadlines.pop(order.id, None)
+            else:
+                self.deadlines[order.id] = (when, order)
 
     async def _reap(self) -> None:
         async for _ in every(self.settings.rbot_reaper_interval_s):
