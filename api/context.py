@@ -57,7 +57,7 @@ class ApiContext:
         return time.monotonic() - self.last_pulse <= 2.5 * self.settings.rbot_pulse_interval_s
 
 
-def get_ctx(request: Request) -> ApiContext:
+async def get_ctx(request: Request) -> ApiContext:  # async: no thread-pool hop per request
     ctx: ApiContext = request.app.state.ctx
     return ctx
 

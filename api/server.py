@@ -48,7 +48,10 @@ class ApiServer:
         settings = self.settings
         if self._url is not None:
             settings = settings.model_copy(update={"nats_url": self._url()})
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
+        # for TCP-protocol listeners; without it every keep-alive reply waited ~40 ms
+        # for the client's delayed ACK (found by bench/)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((settings.rbot_api_host, self.port))

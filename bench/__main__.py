@@ -1,0 +1,175 @@
+"""``python -m bench``: run the benchmarks, print every figure as a ratio to its baseline.
+
+Options: ``--only book,js,orders,sse``, ``--quick`` (fewer rounds, smaller
+counts), ``--nodelay`` (what-if for the HTTP benchmarks: the API's sockets with
+``TCP_NODELAY``), ``--results [PATH]`` (also write a Markdown table, by default
+``bench/results.md``).  Everything listens on 127.0.0.1 and is bounded in count
+and time; the whole run stays under three minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.natsd import nats_server_bin
+
+from . import book, jetstream, orders, sse
+from .common import Row, Section, cheap_failed_sniffio_import, fmt, fmt_ratio, machine, table
+
+ALL = ("book", "js", "orders", "sse")
+BUDGET_S = 160.0  # the async benchmarks together; book adds ~10 s before them
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def _nats_version() -> str:
+    try:
+        out = subprocess.run(
+            [nats_server_bin(), "--version"], capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or out.stderr.strip()
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        return f"? ({exc})"
+
+
+def _show(sec: Section, took: float) -> None:
+    print(f"\n== {sec.title}  ({took:.1f} s)")
+    for f in sec.facts:
+        print(f"   {f}")
+    for r in sec.rows:
+        print(
+            f"   {r.name:<44} {fmt(r.figure, r.unit):>12}  vs {fmt(r.baseline, r.unit):>12}"
+            f"  {r.baseline_name:<20} {fmt_ratio(r.ratio):>8}"
+        )
+    sys.stdout.flush()
+
+
+async def _async_benches(
+    which: list[str], workdir: Path, quick: bool, nodelay: bool, out: list[Section]
+) -> None:
+    async with asyncio.timeout(BUDGET_S):
+        for name in which:
+            t0 = time.perf_counter()
+            sub = workdir / name
+            if name == "js":
+                sec = await jetstream.run(sub, quick)
+            elif name == "orders":
+                sec = await orders.run(sub, quick, nodelay)
+            elif name == "sse":
+                sec = await sse.run(sub, quick, nodelay)
+            else:
+                continue
+            _show(sec, time.perf_counter() - t0)
+            out.append(sec)
+
+
+def _markdown(header: list[str], sections: list[Section]) -> str:
+    lines = ["# Benchmark results (last recorded run)", ""]
+    lines += [f"- {h}" for h in header]
+    lines += [
+        "",
+        "Every figure is a ratio to a baseline measured in the same run "
+        "(`ratio = figure / baseline`). Regenerate: `bash bench/run.sh --results`.",
+        "",
+    ]
+    for sec in sections:
+        lines += [f"## {sec.title}", ""]
+        lines += [f"- {f}" for f in sec.facts]
+        lines += ["", "| name | figure | baseline | ratio |", "|---|---:|---|---:|"]
+        for r in sec.rows:
+            lines.append(
+                f"| {r.name} | {fmt(r.figure, r.unit)} | {fmt(r.baseline, r.unit)} "
+                f"({r.baseline_name}) | {fmt_ratio(r.ratio)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller counts")
+    ap.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="what-if: run the API with TCP_NODELAY on its sockets (orders, sse)",
+    )
+    ap.add_argument(
+        "--results",
+        nargs="?",
+        const=str(Path(__file__).resolve().parent / "results.md"),
+        default=None,
+        help="also write a Markdown table (default path: bench/results.md)",
+    )
+    args = ap.parse_args(argv)
+    which = [w.strip() for w in args.only.split(",") if w.strip()]
+    unknown = set(which) - set(ALL)
+    if unknown:
+        ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    which = [w for w in ALL if w in which]
+
+    patched = cheap_failed_sniffio_import()
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header = [
+        f"run: {started}; machine: {machine()}; Python {platform.python_version()}; "
+        f"{_nats_version()}",
+        f"load average at start: {_load()} (other work on these cores shows up here)",
+        f"temp dirs under {os.environ.get('BENCH_TMPDIR') or tempfile.gettempdir()}",
+        "mode: "
+        + ", ".join(
+            x
+            for x in (
+                "quick" if args.quick else "full",
+                "what-if TCP_NODELAY on the API" if args.nodelay else "",
+                "load client: failed sniffio import made cheap" if patched else "",
+            )
+            if x
+        ),
+    ]
+    print("RBOT Arena benchmarks: every figure / a baseline measured in the same run")
+    for h in header:
+        print(f"   {h}")
+    sections: list[Section] = []
+    failed = False
+    t_all = time.perf_counter()
+    if "book" in which:
+        t0 = time.perf_counter()
+        sec = book.run(args.quick)
+        _show(sec, time.perf_counter() - t0)
+        sections.append(sec)
+    rest = [w for w in which if w != "book"]
+    if rest:
+        base = os.environ.get("BENCH_TMPDIR") or None
+        with tempfile.TemporaryDirectory(prefix="rbot-bench-", dir=base) as d:
+            try:
+                asyncio.run(_async_benches(rest, Path(d), args.quick, args.nodelay, sections))
+            except TimeoutError:
+                print(f"\n!! time budget of {BUDGET_S:g} s exceeded: the machine is too busy; "
+                      "the table shows what finished", file=sys.stderr)  # fmt: skip
+                failed = True
+    header.append(f"load average at end: {_load()}; total {time.perf_counter() - t_all:.0f} s")
+    rows: list[Row] = [r for s in sections for r in s.rows]
+    print(f"\n== Summary (ratio = figure / baseline)   {header[-1]}\n")
+    print(table(rows))
+    if args.results and not failed:
+        Path(args.results).write_text(_markdown(header, sections))
+        print(f"\nwrote {args.results}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Start ``bench.stack_proc`` as a child process and wait for its ready line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    port: int
+    token: str
+    sub: str
+    echo: str
+    prefix: str
+    pid: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def stack_child(
+    nats_url: str, log: Path, *, nodelay: bool = False, start_s: float = 60.0
+) -> AsyncIterator[StackInfo]:
+    prefix = "b" + uuid.uuid4().hex[:10]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as errf:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.stack_proc", nats_url, prefix,
+            *(["--nodelay"] if nodelay else []),
+            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=errf,
+        )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(start_s):
+                line = await proc.stdout.readline()
+        except TimeoutError:
+            line = b""
+        if not line:
+            raise RuntimeError(f"the stack did not start; its log:\n{_tail(log)}")
+        d = json.loads(line)
+        yield StackInfo(d["port"], d["token"], d["sub"], d["echo"], d["prefix"], proc.pid)
+    finally:
+        if proc.stdin is not None and proc.returncode is None:
+            proc.stdin.close()  # the child's signal to stop
+        try:
+            async with asyncio.timeout(15):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+def _tail(log: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"

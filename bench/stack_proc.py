@@ -1,0 +1,101 @@
+"""The system under test, in a process of its own: ``python -m bench.stack_proc URL PREFIX``.
+
+``tests.stack.running_stack`` (the real supervisor, actors and uvicorn) with
+the API and the ``order_guard`` only: an order's path is HTTP -> API -> NATS
+request -> guard (KV reads, idempotency ``create``) -> JetStream PubAck -> reply.
+Beside it, a bare NATS echo responder on its own connection (the baseline a
+request/reply costs without any of that).
+
+``--nodelay`` is a what-if, off by default: it sets ``TCP_NODELAY`` on the
+API's listening socket (Linux passes it on to accepted connections), which
+``api/server.py`` does not do today (see ``bench/README.md``).
+
+It prints one JSON line (API port, a trader's token and user id, the echo
+subject) once everything is up, and stops when its stdin closes.  The load
+generator runs in the parent process, so client and server do not share an
+event loop (on 2 cores they still share the CPUs, as they would on one box).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import socket
+import sys
+from typing import Any
+
+import nats
+from nats.aio.msg import Msg
+
+from rbot.api import server as api_server
+from rbot.bus.config import Settings
+from rbot.bus.connection import connect
+from rbot.bus.provision import provision
+from tests.stack import publish_tick, running_stack
+
+
+def bench_settings(url: str, prefix: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        nats_url=url,
+        rbot_prefix=prefix,
+        arena_secret_key=secrets.token_hex(32),
+        rbot_sim="off",
+        # the load is one user placing thousands of orders: lift the per-user
+        # limit (the limiter itself still runs on every order) and keep the one
+        # price we publish fresh for the whole run
+        rbot_orders_per_minute=10**9,
+        rbot_price_max_age_s=3600.0,
+    )
+
+
+def patch_nodelay() -> None:
+    """What-if: the API's listening socket with TCP_NODELAY (inherited by accepted ones)."""
+    original = api_server._Server.startup
+
+    async def startup(self: Any, sockets: list[socket.socket] | None = None) -> None:
+        for s in sockets or []:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await original(self, sockets)
+
+    api_server._Server.startup = startup  # type: ignore[method-assign]
+
+
+async def main(url: str, prefix: str) -> None:
+    settings = bench_settings(url, prefix)
+    bus = await connect(url, settings.subjects(), "bench-setup")
+    await provision(bus)
+    echo_nc = await nats.connect(url, name="bench-echo")
+    echo_subject = f"{prefix}.bench.echo"
+
+    async def echo(msg: Msg) -> None:
+        await msg.respond(msg.data)
+
+    await echo_nc.subscribe(echo_subject, queue="echo", cb=echo)
+    try:
+        async with running_stack(settings, only=["order_guard"]) as stack:
+            token = await stack.user("bench@test")
+            async with stack.client(token) as c:
+                me = (await c.get("/auth/me")).json()
+            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514", seq=1)
+            info = {
+                "port": stack.api.port,
+                "token": token,
+                "sub": me["sub"],
+                "echo": echo_subject,
+                "prefix": prefix,
+            }
+            print(json.dumps(info), flush=True)
+            await asyncio.to_thread(sys.stdin.buffer.read)  # until the parent closes it
+    finally:
+        await echo_nc.close()
+        await bus.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if "--nodelay" in sys.argv[3:]:
+        patch_nodelay()
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
