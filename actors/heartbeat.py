@@ -28,7 +28,7 @@ from rbot.bus.messages import (
     TradingState,
     TradingStateRecord,
 )
-from rbot.bus.timing import every
+from rbot.bus.timing import every, raise_if_cancelled
 
 from .base import Actor, Ready
 
@@ -178,3 +178,4 @@ class HeartbeatActor(Actor):
             )
             for st in statuses:
                 await actors_kv.put(f"{st.actor}.{st.instance}", codec.encode(st))
+                raise_if_cancelled()

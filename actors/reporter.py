@@ -52,7 +52,6 @@ class Reporter:
         await self.nats_up.wait()
         bus = await connect(self.url(), self.settings.subjects(), f"rbot-reporter-{self.instance}")
         try:
-            kv = await bus.kv("actors")
             while True:
                 ev = await self.queue.get()
                 if not (is_token(ev.actor) and is_token(ev.state)):
@@ -61,6 +60,8 @@ class Reporter:
                 data = codec.encode_envelope(ev.state, ev.actor, ev)
                 await bus.nc.publish(bus.subjects.actor_event(ev.actor, ev.state), data)
                 try:
+                    # looked up per change: the bucket may not be provisioned yet
+                    kv = await bus.kv("actors")
                     await kv.put(f"lifecycle.{ev.actor}.{self.instance}", codec.encode(ev))
                 except (NatsError, TimeoutError) as exc:
                     log.info(

@@ -13,7 +13,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.provision import provision
 
-from . import errors, middleware
+from . import errors, marketcache, middleware
 from .candles import watch_ticks
 from .context import ApiContext
 from .routers import admin, auth, dashboard, events, health, market, orders, system
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
         ctx.extras[AUTH_KEY] = auth_services
         await auth_services.passwords.warm()
         app.state.ctx = ctx
+        await marketcache.start(ctx)
         try:
             async with asyncio.TaskGroup() as tg:
                 watchers = [
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
         version="0.1.0",
         description="Paper-first trading backend for OANDA and Coinbase Advanced.",
         lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
     )
     errors.install(app)
     middleware.install(app, settings)

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("rbot.api")
@@ -29,6 +30,21 @@ _STATUS_CODES = {
     422: "validation_error",
     429: "rate_limited",
     503: "unavailable",
+}
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response (documented as each operation's ``default``)."""
+
+    code: str
+    message: str
+    detail: Any = None
+
+
+# on the app: every non-2xx answer is an ErrorOut, and FastAPI then documents no
+# HTTPValidationError 422 (a shape this API never sends)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {"model": ErrorOut, "description": "an error: `{code, message, detail}`"}
 }
 
 
@@ -87,18 +103,24 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
+    from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError
+
+    async def _bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("bus unavailable for %s: %s", request.url.path, type(exc).__name__)
+        return error_response(
+            503,
+            "bus_unavailable",
+            "the message bus is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    # by class, not in the catch-all below: Starlette re-raises whatever reaches the
+    # catch-all after answering, so uvicorn logs a traceback and drops the connection
+    for kind in (ConnectionClosedError, NoRespondersError, TimeoutError, OSError):
+        app.add_exception_handler(kind, _bus_unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError
-
-        if isinstance(exc, (ConnectionClosedError, NoRespondersError, TimeoutError, OSError)):
-            log.warning("bus unavailable for %s: %s", request.url.path, type(exc).__name__)
-            return error_response(
-                503,
-                "bus_unavailable",
-                "the message bus is unavailable; retry shortly",
-                headers={"Retry-After": "1"},
-            )
         log.exception("unexpected error on %s", request.url.path)
         rid = request.headers.get("x-request-id", "")
         return error_response(500, "internal_error", "unexpected error", {"request_id": rid})

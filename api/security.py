@@ -100,7 +100,7 @@ def auth_of(ctx: ApiContext) -> Auth:
     return auth
 
 
-def get_auth(ctx: Ctx) -> Auth:
+async def get_auth(ctx: Ctx) -> Auth:  # async: no thread-pool hop per request
     return auth_of(ctx)
 
 
@@ -135,7 +135,11 @@ def same_origin(request: Request, origin: str, settings: Settings) -> bool:
     allowed = {o.strip() for o in settings.rbot_cors_origins.split(",") if o.strip()}
     if origin in allowed:
         return True
-    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # "http://[" is no origin at all
+        return False
+    return netloc.lower() == request.headers.get("host", "").lower()
 
 
 async def _authenticate(

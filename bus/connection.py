@@ -54,7 +54,10 @@ class Bus:
                 await asyncio.wait_for(self.nc.drain(), timeout=2.0)
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 log.debug("drain of %s failed (%s); closing", self.name, exc)
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except OSError as lost:  # nats-py flushes buffered publishes into a dead socket
+                    log.debug("close of %s: %s", self.name, lost)
         self.closed.set()
 
     async def watch(self) -> None:

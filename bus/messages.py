@@ -71,6 +71,9 @@ class Candle(msgspec.Struct, frozen=True, kw_only=True):
     c: Decimal
     volume: int = 0
     complete: bool = True
+    # the venue's traded volume where it reports one (Coinbase: base currency);
+    # ``volume`` stays OANDA's tick count (for Coinbase: this truncated to an int)
+    volume_base: Decimal | None = None
 
 
 class BookLevel(msgspec.Struct, frozen=True, array_like=True):
@@ -149,6 +152,8 @@ class Position(msgspec.Struct, kw_only=True):
     """A user's net position on one symbol (KV ``orders`` key ``pos.<user>.<venue>.<symbol>``)."""
 
     qty: Decimal = Decimal(0)  # signed: + long, - short
+    # ORDERS sequence of the last event booked here: a re-booking after a crash is a no-op
+    last_seq: int = 0
 
 
 class Account(msgspec.Struct, kw_only=True):
@@ -158,6 +163,8 @@ class Account(msgspec.Struct, kw_only=True):
     balance: Decimal
     realized_pnl: Decimal = Decimal(0)
     trades: int = 0
+    # per ``<venue>.<symbol>`` (one writer each): ORDERS sequence of the last close booked
+    booked: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class PlaceReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -13,6 +13,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import Bus, connect
 from rbot.bus.provision import provision
 from tests.natsd import NatsServer, running_server
+from tests.r9 import pytest_sessionfinish, pytest_sessionstart, r9_guard  # noqa: F401 (R9 guard)
 
 # no test may reach a real broker or read a developer's .env
 os.environ.setdefault("RBOT_SIM", "on")

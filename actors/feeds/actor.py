@@ -1,57 +1,95 @@
 """The feed actors: ``oanda_feed`` and ``coinbase_feed``.
 
-Each publishes normalised ticks on ``rbot.md.tick.<venue>.<symbol>`` and the
-last tick per symbol in KV ``prices``.  One leader per venue (KV lease
-``feed.<venue>``), so several ``rbot actors`` processes never double-publish.
-Without broker credentials (or with ``RBOT_SIM=on``) the source is the seeded
-random walk of ``sim.py``, so ``rbot up`` is alive offline.
+One leader per venue (KV lease ``feed.<venue>``), so several ``rbot actors``
+processes never double-publish: a standby waits on the lease and takes over
+when the leader's lease is released or expires (``LEASE_TTL_S``).  The leader
+runs one source (``live.py``): the seeded sim without broker credentials (or
+with ``RBOT_SIM=on``), else the venue's stream.  It publishes ticks, books and
+candles (``output.py``) and writes its link status to KV ``actors``
+(``feed.<venue>``) every few seconds.  See ``live.py`` for what goes where.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import ClassVar
 
-from rbot.bus import codec, keys
+from rbot.bus import codec
+from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.lease import lead
-from rbot.bus.messages import Tick
-from rbot.bus.timing import every
+from rbot.bus.messages import ActorStatus
+from rbot.bus.provision import LEASE_TTL_S
+from rbot.bus.timing import every, raise_if_cancelled
 
 from ..base import Actor, Ready
-from .sim import SimMarket
+from .live import Source, make_source, status_info
+from .output import FeedOutput, FeedTuning
 
 
 class FeedActor(Actor):
     venue: ClassVar[str] = ""
 
+    def __init__(
+        self,
+        settings: Settings,
+        url: str | Callable[[], str],
+        instance: str | None = None,
+        *,
+        tuning: FeedTuning | None = None,
+    ) -> None:
+        super().__init__(settings, url, instance)
+        self.tuning = tuning or FeedTuning()
+        self.output: FeedOutput | None = None  # while leading (tests read its counts)
+        self.source: Source | None = None
+        self.standby_polls = 0  # lease polls lost to another leader
+        self.standby_of: str | None = None
+
+    @property
+    def status_key(self) -> str:
+        return f"feed.{self.venue}"
+
     async def run(self, bus: Bus, ready: Ready) -> None:
         self.bus = bus
         ready()
-        await lead(bus, f"feed.{self.venue}", self.instance, self._lead)
+        while True:
+            await lead(bus, self.status_key, self.instance, self._lead, on_standby=self._standby)
+            # the source gave up on a fatal answer: let another process try to lead
+            await asyncio.sleep(LEASE_TTL_S)
+
+    def _standby(self, holder: str | None) -> None:
+        if self.standby_polls == 0:
+            self.log.info("%s stands by for %s (led by %s)", self.instance, self.venue, holder)
+        self.standby_polls += 1
+        self.standby_of = holder
 
     async def _lead(self) -> None:
-        if self.settings.use_sim(self.venue):
-            await self._sim()
-        else:
-            await self._live_source()
+        source = make_source(self.venue, self.settings, self.tuning)
+        out = FeedOutput(self.bus, self.venue, await self.bus.kv("prices"), self.tuning)
+        self.source, self.output = source, out
+        self.log.info("%s leads %s with the %s source", self.instance, self.venue, source.name)
+        async with asyncio.TaskGroup() as tg:
+            status = tg.create_task(self._report(source, out))
+            await source.run(out)
+            status.cancel()
+        await self._write_status(source, out)  # the last word: stopped
 
-    async def _live_source(self) -> None:
-        raise NotImplementedError(f"no {self.venue} market-data client is wired in yet")
+    async def _report(self, source: Source, out: FeedOutput) -> None:
+        async for _ in every(self.tuning.status_interval):
+            await self._write_status(source, out)
 
-    async def publish(self, tick: Tick) -> None:
-        data = codec.encode_envelope("tick", self.venue, tick)
-        await self.bus.nc.publish(self.bus.subjects.tick(tick.venue, tick.symbol), data)
-        await self.prices.put(keys.price(tick.venue, tick.symbol), codec.encode(tick))
-
-    async def _sim(self) -> None:
-        self.prices = await self.bus.kv("prices")
-        market = SimMarket(
-            self.venue, self.settings.symbols(self.venue), self.settings.rbot_sim_seed
+    async def _write_status(self, source: Source, out: FeedOutput) -> None:
+        status = ActorStatus(
+            actor=self.name,
+            instance=self.instance,
+            state=source.stats.state.value,
+            last_beat=codec.now_iso(),
+            info=status_info(source, out),
         )
-        self.log.info("sim source for %s: %s", self.venue, ", ".join(market.specs))
-        async for _ in every(self.settings.rbot_sim_interval_s):
-            for tick in market.step():
-                await self.publish(tick)
+        kv = await self.bus.kv("actors")
+        await kv.put(self.status_key, codec.encode(status))
+        raise_if_cancelled()
 
 
 class OandaFeed(FeedActor):

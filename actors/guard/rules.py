@@ -193,6 +193,8 @@ def _limit_price(req: OrderRequest) -> Decimal | None:
 
 def _touch(req: OrderRequest, tick: Tick) -> Decimal | None:
     """The side of the tick this order trades against: the ask to buy, the bid to sell."""
+    if not tick.tradeable:  # the venue says the market is closed: no price to trade at
+        return None
     price = tick.ask if req.side == "BUY" else tick.bid
     return price if _positive(price) else None
 

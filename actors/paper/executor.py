@@ -12,7 +12,10 @@ compare-and-set, publish its event on ``ORDERS`` with ``Nats-Msg-Id =
 <order>.<n>`` (the n-th event of that order: a re-publish after a crash is
 dropped by JetStream), update the user's position and account, and only then
 ack the command.  A restarted executor rebuilds its books from KV and
-re-publishes the last event of every recently changed order (same ids).
+re-publishes the last event of every recently changed order (same ids), and
+books that event's position and account effect again: each record keeps the
+ORDERS sequence of the last event booked into it (per symbol for accounts), so
+an effect a crash cut off is applied once and one already applied is skipped.
 """
 
 from __future__ import annotations
@@ -130,9 +133,10 @@ class PaperExecutor(Actor):
                 self.engine.load(order)
                 loaded += 1
             if order.last_event and _recent(order, now):
-                await self._publish(
+                seq = await self._publish(
                     Change(order, order.last_event, _last_fill(order), order.close_reason)
                 )
+                await self._book(order, order.last_event, seq)  # a no-op unless a crash cut it off
                 republished += 1
         for venue, symbol in {(o.venue, o.symbol) for o in self.engine.orders.values()}:
             tick = await self._kv_tick(venue, symbol)
@@ -169,7 +173,7 @@ class PaperExecutor(Actor):
                 while bus.reconnects == seen_reconnects:
                     try:
                         msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
-                    except NatsTimeout:
+                    except TimeoutError:  # nats' own, or asyncio's from fetch's second request
                         continue  # long-poll expired with nothing to do
                     for m in msgs:
                         await self.commands.put(m)
@@ -257,42 +261,57 @@ class PaperExecutor(Actor):
         rev = await _cas(self.kv, keys.order(order.id), codec.encode(order), rev)
         self.revisions[order.id] = rev
         self.engine.update(order)
-        await self._publish(change)
-        if change.event == "order_filled":
-            await self._bump_position(order, +1)
-        elif change.event == "position_closed":
-            await self._bump_position(order, -1)
-            await self._book_pnl(order)
+        seq = await self._publish(change)
+        await self._book(order, change.event, seq)
 
-    async def _publish(self, change: Change) -> None:
+    async def _publish(self, change: Change) -> int:
+        """Publish the change's event; its ORDERS sequence (the original one for a re-publish)."""
         o = change.order
         subject = self.bus.subjects.order_event(o.venue, o.symbol, change.event)
         msg_id = f"{o.id}.{o.events}"
         data = codec.encode_envelope(change.event, o.venue, event_of(change), id=msg_id)
-        await _retry(lambda: self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}))
+        ack = await _retry(
+            lambda: self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        )
+        return ack.seq
 
-    async def _bump_position(self, order: Order, direction: int) -> None:
+    async def _book(self, order: Order, event: str, seq: int) -> None:
+        """The event's effect on the position and the account, each at most once per seq."""
+        if event == "order_filled":
+            await self._bump_position(order, +1, seq)
+        elif event == "position_closed":
+            await self._bump_position(order, -1, seq)
+            await self._book_pnl(order, seq)
+
+    async def _bump_position(self, order: Order, direction: int, seq: int) -> None:
         signed = order.qty if order.side == "BUY" else -order.qty
         delta = signed * direction
 
-        def apply(pos: Position) -> Position:
+        def apply(pos: Position) -> Position | None:
+            if seq <= pos.last_seq:
+                return None  # booked before a crash
             pos.qty += delta
+            pos.last_seq = seq
             return pos
 
         await _update(
             self.kv, keys.position(order.user, order.venue, order.symbol), Position, apply, Position
         )
 
-    async def _book_pnl(self, order: Order) -> None:
+    async def _book_pnl(self, order: Order, seq: int) -> None:
         pnl = order.realized_pnl or Decimal(0)
         start = self.settings.rbot_starting_balance
         currency = self.settings.rbot_account_currency
+        market = f"{order.venue}.{order.symbol}"
 
-        def apply(acct: Account) -> Account:
+        def apply(acct: Account) -> Account | None:
+            if seq <= acct.booked.get(market, 0):
+                return None  # booked before a crash
             if order.currency == acct.currency:
                 acct.balance += pnl
                 acct.realized_pnl += pnl
             acct.trades += 1
+            acct.booked[market] = seq
             return acct
 
         await _update(
@@ -324,34 +343,44 @@ async def _cas(kv: KeyValue, key: str, value: bytes, last: int | None) -> int:
 
 
 async def _update(
-    kv: KeyValue, key: str, kind: type[T], apply: Callable[[T], T], fresh: Callable[[], T]
+    kv: KeyValue,
+    key: str,
+    kind: type[T],
+    apply: Callable[[T], T | None],
+    fresh: Callable[[], T],
 ) -> None:
-    """Read-modify-write with compare-and-set, retried on a concurrent writer."""
+    """Read-modify-write with compare-and-set, retried on a concurrent writer.
+
+    ``apply`` returns None when there is nothing to change (nothing is written)."""
     for _ in range(20):
         try:
             entry = await kv.get(key)
         except KeyNotFoundError:
+            created = apply(fresh())
+            if created is None:
+                return
             try:
-                await kv.create(key, codec.encode(apply(fresh())))
+                await kv.create(key, codec.encode(created))
                 return
             except KeyWrongLastSequenceError:
                 continue
         assert entry.value is not None
+        changed = apply(codec.decode(entry.value, kind))
+        if changed is None:
+            return
         try:
-            await kv.update(
-                key, codec.encode(apply(codec.decode(entry.value, kind))), last=entry.revision
-            )
+            await kv.update(key, codec.encode(changed), last=entry.revision)
             return
         except KeyWrongLastSequenceError:
             continue
     raise RuntimeError(f"could not update {key}: too much contention")
 
 
-async def _retry(op: Callable[[], Awaitable[object]], attempts: int = 5) -> None:
+async def _retry(op: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
     for attempt in range(attempts):
         try:
-            await op()
-            return
+            return await op()
         except NatsTimeout:
             if attempt == attempts - 1:
                 raise
+    raise AssertionError("unreachable")

@@ -16,6 +16,9 @@ from ..security import Authenticated
 
 router = APIRouter(tags=["events"])
 
+# stream sequences are uint64: a larger id resumes nothing (and JetStream refuses it)
+MAX_EVENT_ID = 2**63 - 1
+
 
 def _last_id(header: str | None, query: int | None) -> int | None:
     if header:
@@ -25,6 +28,8 @@ def _last_id(header: str | None, query: int | None) -> int | None:
             raise ApiError(
                 422, "invalid_last_event_id", "Last-Event-ID must be an integer"
             ) from None
+        if value > MAX_EVENT_ID:
+            raise ApiError(422, "invalid_last_event_id", "Last-Event-ID is out of range")
         return max(value, 0)
     return query
 
@@ -39,7 +44,8 @@ async def events(
         Query(description="comma-separated subject patterns, e.g. evt.order.>,evt.heartbeat"),
     ] = None,
     since: Annotated[
-        int | None, Query(ge=0, description="replay order events after this id")
+        int | None,
+        Query(ge=0, le=MAX_EVENT_ID, description="replay order events after this id"),
     ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
