@@ -29,6 +29,7 @@ from rbot.bus import codec
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.messages import TradingState, TradingStateRecord
+from rbot.bus.provision import provision
 
 from . import usercli
 from .base import Actor, default_instance
@@ -199,6 +200,11 @@ async def cmd_up(settings: Settings) -> None:
 
 async def cmd_actors(settings: Settings, only: list[str]) -> None:
     url = settings.nats_url or DEFAULT_URL
+    bus = await connect(url, settings.subjects(), "rbot-provision")
+    try:  # streams and buckets may not exist yet on a fresh server
+        await provision(bus, settings.rbot_replicas)
+    finally:
+        await bus.close()
     reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
     reporter.nats_up.set()
     root = _actor_supervisor(settings, lambda: url, only, reporter)

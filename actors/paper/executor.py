@@ -261,6 +261,8 @@ class PaperExecutor(Actor):
         rev = await _cas(self.kv, keys.order(order.id), codec.encode(order), rev)
         self.revisions[order.id] = rev
         self.engine.update(order)
+        if order.status not in (OrderStatus.PENDING, OrderStatus.OPEN):
+            self.revisions.pop(order.id, None)  # final: nothing writes it again (bounded memory)
         seq = await self._publish(change)
         await self._book(order, change.event, seq)
 
