@@ -33,8 +33,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -67,7 +66,7 @@ from .coinbase_proto import (
     to_tick,
 )
 from .errors import BookNotReady, ProtocolError
-from .link import LinkState, LinkStats, RestStats, Secret, request
+from .link import LinkState, LinkStats, RestClient, Secret, request
 
 log = logging.getLogger("rbot.feeds.coinbase")
 
@@ -324,7 +323,7 @@ def _error_fields(body: bytes) -> tuple[str | None, str]:
     return err.error or None, err.message or err.error_details
 
 
-class CoinbaseRest:
+class CoinbaseRest(RestClient):
     """Products, product book and candles.  With credentials: the private
     endpoints and a fresh CDP JWT per request; without: the public
     ``/market`` mirrors.  429 and 5xx are retried with ``backoff``."""
@@ -340,27 +339,12 @@ class CoinbaseRest:
         timeout: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(
+            base_url=base_url, client=client, backoff=backoff, max_retries=max_retries,
+            timeout=timeout, rng=rng,
+        )  # fmt: skip
         self.credentials = credentials
-        self.stats = RestStats()
         self.rate_limit: RateLimit | None = None
-        self.backoff = backoff
-        self.max_retries = max_retries
-        self._own = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout)
-        self._rng = rng
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._own:
-            await self._client.aclose()
 
     async def products(self, product_type: str = "SPOT") -> list[Product]:
         resp = await self._get("/products", {"product_type": product_type})

@@ -12,7 +12,8 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 import httpx
 
@@ -191,3 +192,38 @@ async def request(
         stats.retries += 1
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+class RestClient:
+    """What both venues' REST clients share: base URL, retry policy, stats, and
+    closing the HTTP client on ``async with`` exit if this object made it."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        client: httpx.AsyncClient | None,
+        backoff: Backoff,
+        max_retries: int,
+        timeout: float,
+        rng: random.Random | None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.stats = RestStats()
+        self.backoff = backoff
+        self.max_retries = max_retries
+        self._own = client is None
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._rng = rng
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own:
+            await self._client.aclose()

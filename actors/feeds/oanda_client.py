@@ -31,8 +31,6 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import httpx
 
@@ -40,7 +38,7 @@ from rbot.actors.backoff import Backoff
 from rbot.bus.messages import Candle, Tick
 
 from .errors import ProtocolError, VenueHttpError
-from .link import ConnectPacer, LinkState, LinkStats, RestStats, Secret, request, retry_after
+from .link import ConnectPacer, LinkState, LinkStats, RestClient, Secret, request, retry_after
 from .oanda_proto import (
     CANDLE_COUNT_DEFAULT,
     CANDLE_COUNT_MAX,
@@ -258,7 +256,7 @@ class PricingStream:
         return delay
 
 
-class OandaRest:
+class OandaRest(RestClient):
     """REST calls (candles for now) with 429/5xx retries; ``async with`` closes
     the HTTP client if this object made it."""
 
@@ -273,26 +271,11 @@ class OandaRest:
         timeout: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.stats = RestStats()
-        self.backoff = backoff
-        self.max_retries = max_retries
+        super().__init__(
+            base_url=base_url, client=client, backoff=backoff, max_retries=max_retries,
+            timeout=timeout, rng=rng,
+        )  # fmt: skip
         self._token = token
-        self._own = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout)
-        self._rng = rng
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._own:
-            await self._client.aclose()
 
     async def candles(
         self,
