@@ -79,8 +79,36 @@ async def _place(ctx: ApiContext, req: OrderRequest) -> OrderAccepted:
                          mode=reply.mode)  # fmt: skip
 
 
-def _live(ctx: ApiContext) -> bool:
-    return not ctx.settings.paper_mode
+def _order_request(
+    ctx: ApiContext, request: Request, user: Principal, body: OandaOrderIn | CoinbaseOrderIn,
+    idempotency_key: str | None, pin: str | None,
+) -> OrderRequest:  # fmt: skip
+    """One venue-neutral request from either seed body (their field names differ)."""
+    if isinstance(body, OandaOrderIn):
+        venue, symbol, qty, entry = "oanda", body.instrument, body.units, body.entry_price
+        limit = entry if body.order_type == "LIMIT" else None
+    else:
+        venue, symbol, qty = "coinbase", body.product_id, body.size
+        entry = limit = body.limit_price
+    return OrderRequest(
+        user=user.sub,
+        venue=venue,
+        symbol=symbol,
+        side=body.side,
+        order_type=body.order_type,
+        qty=qty,
+        stop_loss=body.stop_loss_price,
+        take_profit=body.take_profit_price,
+        entry_price=entry,
+        limit_price=limit,
+        quality_score=body.quality_score,
+        client_order_id=body.client_order_id,
+        idempotency_key=_idem(idempotency_key),
+        ttl_minutes=body.ttl_minutes,
+        live=not ctx.settings.paper_mode,
+        pin=pin,
+        request_id=_rid(request),
+    )
 
 
 @router.post("/brokers/oanda/orders", response_model=OrderAccepted, responses=_ERRORS)
@@ -88,27 +116,7 @@ async def place_oanda(
     request: Request, body: OandaOrderIn, ctx: Ctx, user: Trader,
     idempotency_key: IdemHeader = None, x_pin: PinHeader = None,
 ) -> OrderAccepted:  # fmt: skip
-    limit = body.entry_price if body.order_type == "LIMIT" else None
-    req = OrderRequest(
-        user=user.sub,
-        venue="oanda",
-        symbol=body.instrument,
-        side=body.side,
-        order_type=body.order_type,
-        qty=body.units,
-        stop_loss=body.stop_loss_price,
-        take_profit=body.take_profit_price,
-        entry_price=body.entry_price,
-        limit_price=limit,
-        quality_score=body.quality_score,
-        client_order_id=body.client_order_id,
-        idempotency_key=_idem(idempotency_key),
-        ttl_minutes=body.ttl_minutes,
-        live=_live(ctx),
-        pin=x_pin,
-        request_id=_rid(request),
-    )
-    return await _place(ctx, req)
+    return await _place(ctx, _order_request(ctx, request, user, body, idempotency_key, x_pin))
 
 
 @router.post("/brokers/coinbase-adv/orders", response_model=OrderAccepted, responses=_ERRORS)
@@ -116,26 +124,7 @@ async def place_coinbase(
     request: Request, body: CoinbaseOrderIn, ctx: Ctx, user: Trader,
     idempotency_key: IdemHeader = None, x_pin: PinHeader = None,
 ) -> OrderAccepted:  # fmt: skip
-    req = OrderRequest(
-        user=user.sub,
-        venue="coinbase",
-        symbol=body.product_id,
-        side=body.side,
-        order_type=body.order_type,
-        qty=body.size,
-        stop_loss=body.stop_loss_price,
-        take_profit=body.take_profit_price,
-        limit_price=body.limit_price,
-        entry_price=body.limit_price,
-        quality_score=body.quality_score,
-        client_order_id=body.client_order_id,
-        idempotency_key=_idem(idempotency_key),
-        ttl_minutes=body.ttl_minutes,
-        live=_live(ctx),
-        pin=x_pin,
-        request_id=_rid(request),
-    )
-    return await _place(ctx, req)
+    return await _place(ctx, _order_request(ctx, request, user, body, idempotency_key, x_pin))
 
 
 def _rid(request: Request) -> str:
