@@ -26,6 +26,7 @@ class BucketSpec:
     history: int = 1
     ttl: float | None = None
     max_value_size: int = 64 * 1024
+    memory: bool = False  # no fsync: state that may be lost with the server (rate windows)
 
 
 BUCKET_SPECS = (
@@ -36,6 +37,10 @@ BUCKET_SPECS = (
     BucketSpec("leases", ttl=LEASE_TTL_S),
     BucketSpec("actors"),
     BucketSpec("control"),
+    # per-user order rate windows, shared by every guard (lost with the server: harmless)
+    BucketSpec("limits", ttl=120.0, memory=True),
+    # failure counters that must outlive a process (PIN attempts, login throttling)
+    BucketSpec("lockouts", ttl=24 * 3600.0),
 )
 
 
@@ -92,7 +97,7 @@ async def provision(bus: Bus, replicas: int = 1) -> None:
             bucket=name,
             history=spec.history,
             ttl=spec.ttl,
-            storage=api.StorageType.FILE,
+            storage=api.StorageType.MEMORY if spec.memory else api.StorageType.FILE,
             replicas=replicas,
             max_value_size=spec.max_value_size,
         )

@@ -48,7 +48,17 @@ ORDER_EVENT_TYPES: Final = (
 )
 
 STREAMS: Final = ("ORDERS", "EXEC", "SYSTEM")
-BUCKETS: Final = ("orders", "users", "tokens", "prices", "leases", "actors", "control")
+BUCKETS: Final = (
+    "orders",
+    "users",
+    "tokens",
+    "prices",
+    "leases",
+    "actors",
+    "control",
+    "limits",
+    "lockouts",
+)
 
 
 class SubjectError(ValueError):
