@@ -2,10 +2,12 @@
 
 Every ``paper_executor`` instance runs the same plan from what it sees: the
 live instances (heartbeats seen within two beat intervals) and the current
-holder of each partition lease.  The target owner of partition ``p`` is
-``sorted(live)[p % len(live)]``, so each live instance gets a fair share
-(``floor`` or ``ceil`` of P/N) and every instance computes the same answer.
-From that, for itself:
+holder of each partition lease.  Each live instance's fair share is ``floor``
+or ``ceil`` of P/N (the first instances in name order get the ceilings); a live
+holder keeps its partitions up to its share, and the rest go, in partition
+order, to the instances below their share (in name order).  So the fewest
+partitions move, and every instance computes the same answer from the same
+view.  From that, for itself:
 
 - **claim** a free partition it is the target of (or any partition left free
   longer than ``grace``: nobody else is taking it);
@@ -40,11 +42,31 @@ class Plan:
         return bool(self.claim or self.take_over or self.release)
 
 
-def targets(live: Iterable[str], partitions: int) -> dict[int, str]:
+def targets(
+    live: Iterable[str], partitions: int, holders: Mapping[int, Holder] | None = None
+) -> dict[int, str]:
     members = sorted(set(live))
     if not members:
         return {}
-    return {p: members[p % len(members)] for p in range(partitions)}
+    base, extra = divmod(partitions, len(members))
+    quota = {m: base + (1 if i < extra else 0) for i, m in enumerate(members)}
+    count = dict.fromkeys(members, 0)
+    out: dict[int, str] = {}
+    for p in range(partitions):  # live holders keep what fits their share
+        holder = (holders or {}).get(p)
+        if (
+            holder is not None
+            and holder.owner in quota
+            and count[holder.owner] < quota[holder.owner]
+        ):
+            out[p] = holder.owner
+            count[holder.owner] += 1
+    for p in range(partitions):
+        if p not in out:
+            m = next(m for m in members if count[m] < quota[m])
+            out[p] = m
+            count[m] += 1
+    return out
 
 
 def plan(
@@ -60,7 +82,7 @@ def plan(
     """What ``me`` should do now; ``free_for`` says how long each free partition has
     been free (seconds)."""
     alive = set(live) | {me}
-    target = targets(alive, partitions)
+    target = targets(alive, partitions, holders)
     out = Plan()
     for p in range(partitions):
         holder = holders.get(p)
