@@ -33,6 +33,7 @@ from rbot.bus.messages import FenceRecord, Order, OrderStatus
 from tests.chaos.conftest import (
     BANNER_ACTORS,
     BANNER_API,
+    RBOT,
     Spawn,
     Waker,
     figures,
