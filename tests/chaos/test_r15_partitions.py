@@ -171,6 +171,16 @@ async def test_r15_partitions_split_and_move_without_double_apply(
                 bus, lambda h: len(h) == PARTITIONS and victim not in h.values()
             )
             takeover = time.monotonic() - killed_at
+            # visible in GET /system and in `rbot status`
+            r = await client.get("/system", headers={"Authorization": f"Bearer {tokens[0]}"})
+            owners = {p["partition"]: p["owner"] for p in r.json()["partitions"]}
+            assert owners == moved, (owners, moved)
+            status = await asyncio.create_subprocess_exec(
+                str(RBOT), "status", env=env, stdout=asyncio.subprocess.PIPE
+            )
+            out = (await status.communicate())[0].decode()
+            assert status.returncode == 0, out
+            assert "exec-0: 3" in out and "exec-2: 3" in out and victim + ":" not in out, out
 
             # end every acknowledged order: cancel pending, close open
             for oid, (token, _) in acked.items():
