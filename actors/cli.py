@@ -31,6 +31,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.kvscan import scan
 from rbot.bus.messages import ActorStatus, PartitionCounts, TradingState, TradingStateRecord
+from rbot.bus.migrate import migrate
 from rbot.bus.provision import provision
 
 from . import usercli
@@ -206,6 +207,7 @@ async def cmd_actors(settings: Settings, only: list[str]) -> None:
     bus = await connect(url, settings.subjects(), "rbot-provision")
     try:  # streams and buckets may not exist yet on a fresh server
         await provision(bus, settings.rbot_replicas)
+        await migrate(bus, default_instance())
     finally:
         await bus.close()
     reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())

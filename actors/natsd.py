@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
+from rbot.bus.migrate import migrate
 from rbot.bus.provision import provision
 
 from .base import Ready
@@ -104,6 +105,7 @@ class EmbeddedNats:
             bus = await connect(self.url, self.settings.subjects(), "rbot-provision")
             try:
                 await provision(bus, self.settings.rbot_replicas)
+                await migrate(bus, "rbot-up")
             finally:
                 await bus.close()
             log.info("nats-server pid %s ready on %s", proc.pid, self.url)

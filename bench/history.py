@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from rbot.actors.paper.partition import PartitionWorker, mark_of
+from rbot.actors.paper.partition import PartitionWorker
 from rbot.bus import codec, keys, userindex
+from rbot.bus.active import mark_of
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus, connect
 from rbot.bus.fence import PartitionFence

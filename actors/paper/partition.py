@@ -39,6 +39,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys, kvcas, userindex
+from rbot.bus.active import mark_of
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.fence import PartitionFence
@@ -61,7 +62,7 @@ from rbot.bus.pnl import Rate
 from . import ledger
 from .engine import Change, Engine
 from .errors import PaperError
-from .state import deadline, is_active
+from .state import is_active
 
 FETCH_BATCH = 64
 MARKER_TTL_S = 60.0  # purge markers of ended orders disappear after this
@@ -113,21 +114,6 @@ def last_change(order: Order) -> Change:
         fill = order.entry_fill
     reason = order.close_reason or order.reject_code
     return Change(order, order.last_event or "oco_placed", fill, reason)
-
-
-def mark_of(order: Order, seq: int) -> ActiveMark:
-    when = deadline(order)
-    return ActiveMark(
-        status=str(order.status),
-        venue=order.venue,
-        symbol=order.symbol,
-        side=order.side,
-        qty=order.qty,
-        deadline=None if when is None else codec.utc_iso(when),
-        n=order.events,
-        seq=seq,
-        reduce_only=order.reduce_only,
-    )
 
 
 class PartitionWorker:

@@ -18,13 +18,11 @@ would do so is the caller's to recognise (``status == to``) and ignore.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from rbot.bus import codec
-from rbot.bus.messages import Order, OrderStatus
+from rbot.bus.messages import OrderStatus
 
 from .errors import IllegalTransition
 
@@ -71,13 +69,3 @@ ACTIVE: Final[frozenset[OrderStatus]] = frozenset({_S.PENDING, _S.OPEN})
 def is_active(status: OrderStatus) -> bool:
     """PENDING or OPEN: in the books, in the active set."""
     return status in ACTIVE
-
-
-def deadline(order: Order) -> dt.datetime | None:
-    """When an active order must be expired (PENDING, its TTL) or closed (OPEN held
-    longer than ``max_hold_min``); None for an ended order."""
-    if order.status is OrderStatus.PENDING and order.expires_at:
-        return codec.parse_iso(order.expires_at)
-    if order.status is OrderStatus.OPEN and order.opened_at:
-        return codec.parse_iso(order.opened_at) + dt.timedelta(minutes=order.max_hold_min)
-    return None

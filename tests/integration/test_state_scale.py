@@ -274,3 +274,37 @@ async def test_positions_and_account_read_only_active_orders(
                 pos[0]["unrealized_pnl_account"]
             )
             assert (await _orders(bus))[oid].status is status
+
+
+async def test_upgrade_indexes_orders_written_before_partitions(
+    settings: Settings, bus: Bus
+) -> None:
+    from rbot.bus import userindex
+    from rbot.bus.migrate import migrate
+
+    kv = await bus.kv("orders")
+    old = [
+        Order(id=f"paper-oanda-{n}", user="olduser", venue="oanda", symbol="EUR_USD",
+              side="BUY", order_type="LIMIT", qty=Decimal(1), stop_loss=Decimal("1.0"),
+              take_profit=Decimal("1.3"), limit_price=Decimal("1.1"), entry_price=Decimal("1.1"),
+              status=OrderStatus.PENDING if n == 3 else OrderStatus.CANCELLED,
+              created_at=f"2026-01-01T00:00:0{n}.000000Z", expires_at="2099-01-01T00:00:00Z",
+              events=1 if n == 3 else 2, last_event="oco_placed" if n == 3 else "order_cancelled")
+        for n in range(1, 4)
+    ]  # fmt: skip
+    for o in old:
+        await kv.put(keys.order(o.id), codec.encode(o))
+    assert await migrate(bus, "test") is True
+    assert await migrate(bus, "test") is False  # once
+    page = await userindex.page(kv, "olduser", None, 10)
+    assert page.ids == ["paper-oanda-3", "paper-oanda-2", "paper-oanda-1"]
+    found = await _mark(bus, "paper-oanda-3")
+    assert found is not None and found[1].status == "PENDING"
+    assert await _mark(bus, "paper-oanda-1") is None
+    # the executor takes the old pending order into its books: a cancel works
+    async with running_stack(settings, only=NO_SIM, api=False), EventTap(bus) as tap:
+        from rbot.bus.messages import CancelCmd
+
+        await bus.js.publish(bus.subjects.exec("oanda", "EUR_USD"),
+                             codec.encode(CancelCmd(order_id="paper-oanda-3", user="olduser")))  # fmt: skip
+        await tap.next("order_cancelled", "paper-oanda-3", timeout=20)
