@@ -31,7 +31,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.kvscan import scan
 from rbot.bus.messages import ActorStatus, PartitionCounts, TradingState, TradingStateRecord
-from rbot.bus.migrate import migrate
+from rbot.bus.migrate import PartitionsChanged, migrate
 from rbot.bus.provision import provision
 
 from . import usercli
@@ -340,6 +340,9 @@ def _run(coro: Coroutine[Any, Any, Any]) -> int:
 
     try:
         result = asyncio.run(main())
+    except PartitionsChanged as exc:
+        print(f"rbot: {exc}", file=sys.stderr)
+        return 2
     except (Escalation, BaseExceptionGroup) as exc:
         esc = _find(exc, Escalation)
         if esc is None:

@@ -13,6 +13,7 @@ is a put of the same value, or an idempotent append).
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 
 import msgspec
@@ -28,12 +29,19 @@ log = logging.getLogger("rbot.migrate")
 
 SCHEMA_KEY = "schema"
 VERSION = 2
+STALE_S = 600.0
 
 
 class Schema(msgspec.Struct, kw_only=True):
     version: int
     state: str = "done"  # running | done
     owner: str = ""
+    partitions: int = 0  # RBOT_PARTITIONS the data is laid out for (0: not recorded yet)
+    ts: float = 0.0  # when a run started (a run older than STALE_S was cut off: redo it)
+
+
+class PartitionsChanged(RuntimeError):
+    """RBOT_PARTITIONS differs from the count the stored orders are partitioned by."""
 
 
 async def migrate(bus: Bus, owner: str) -> bool:
@@ -43,11 +51,26 @@ async def migrate(bus: Bus, owner: str) -> bool:
         entry = await control.get(SCHEMA_KEY)
     except KeyNotFoundError:
         entry = None
+    parts = bus.subjects.partitions
     if entry is not None and entry.value:
         current = codec.decode(entry.value, Schema)
+        if current.partitions and current.partitions != parts:
+            raise PartitionsChanged(
+                f"RBOT_PARTITIONS is {parts} but the stored orders are partitioned "
+                f"{current.partitions} ways: set RBOT_PARTITIONS={current.partitions} "
+                "(repartitioning existing data is not supported)"
+            )
+        if current.state == "running" and time.time() - current.ts < STALE_S:
+            return False  # another process is on it
         if current.version >= VERSION and current.state == "done":
+            if not current.partitions:  # recorded from now on
+                done = Schema(version=current.version, owner=current.owner, partitions=parts)
+                try:
+                    await control.update(SCHEMA_KEY, codec.encode(done), last=entry.revision)
+                except KeyWrongLastSequenceError:
+                    pass
             return False
-    running = codec.encode(Schema(version=VERSION, state="running", owner=owner))
+    running = codec.encode(Schema(version=VERSION, state="running", owner=owner, partitions=parts))
     try:
         if entry is None:
             rev = await control.create(SCHEMA_KEY, running)
@@ -69,7 +92,11 @@ async def migrate(bus: Bus, owner: str) -> bool:
                 active += 1
                 part = bus.subjects.partition(o.venue, o.symbol)
                 await kv.put(keys.active(part, user, o.id), codec.encode(mark_of(o, 0)))
-    await control.update(SCHEMA_KEY, codec.encode(Schema(version=VERSION, owner=owner)), last=rev)
+    done = Schema(version=VERSION, owner=owner, partitions=parts)
+    try:
+        await control.update(SCHEMA_KEY, codec.encode(done), last=rev)
+    except KeyWrongLastSequenceError:  # a process that took ours for stale redid it
+        log.info("schema %d upgrade finished by another process too", VERSION)
     if orders:
         log.info("upgraded %d orders of %d users to schema %d (%d active)",
                  len(orders), len(by_user), VERSION, active)  # fmt: skip

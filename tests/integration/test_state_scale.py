@@ -296,6 +296,13 @@ async def test_upgrade_indexes_orders_written_before_partitions(
         await kv.put(keys.order(o.id), codec.encode(o))
     assert await migrate(bus, "test") is True
     assert await migrate(bus, "test") is False  # once
+    other = type(bus.subjects)(prefix=bus.subjects.prefix, partitions=bus.subjects.partitions + 1)
+    real, bus.subjects = bus.subjects, other
+    from rbot.bus.migrate import PartitionsChanged
+
+    with pytest.raises(PartitionsChanged, match="RBOT_PARTITIONS"):
+        await migrate(bus, "test")
+    bus.subjects = real
     page = await userindex.page(kv, "olduser", None, 10)
     assert page.ids == ["paper-oanda-3", "paper-oanda-2", "paper-oanda-1"]
     found = await _mark(bus, "paper-oanda-3")
