@@ -20,6 +20,7 @@ from nats.js.errors import KeyNotFoundError
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.lease import lead
+from rbot.bus.lifecycle import GONE
 from rbot.bus.messages import (
     ActorEvent,
     ActorStatus,
@@ -68,7 +69,7 @@ class Registry:
         for (actor, _), s in list(self.seen.items()):
             if actor == ev.actor:
                 s.restarts = max(s.restarts, ev.restarts)
-                if ev.state in ("stopped", "abandoned"):
+                if ev.state in GONE:
                     del self.seen[(actor, s.instance)]
 
     def sweep(self, now: float) -> list[_Seen]:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query
 from rbot.bus import codec
 from rbot.bus.granularity import DEFAULT_CHART, DEFAULT_OANDA, FROM_TICKS, OANDA
 from rbot.bus.messages import ActorStatus, Book, Candle, Tick
+from rbot.bus.subjects import TOKEN_PATTERN
 
 from .. import metrics, orderbook
 from ..candles import GRANULARITY_S
@@ -29,7 +30,7 @@ router = APIRouter(tags=["market data"])
 # /metrics is mounted through this router until app.py includes metrics.router itself
 router.include_router(metrics.router)
 
-SymbolQ = Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+SymbolQ = Annotated[str, Query(pattern=TOKEN_PATTERN)]
 
 OANDA_GRANULARITIES = OANDA  # the one list: bus/granularity.py
 OANDA_CANDLE_COUNT_MAX = 5000
@@ -147,7 +148,7 @@ async def coinbase_books(
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> dict[str, Any]:
     """The last order book the feed published, in Coinbase's ``product_book`` shape
-    (best first; ``limit`` levels a side).  The sim publishes no books."""
+    (best first; ``limit`` levels a side): the live feed's, or the sim's."""
     book = market.book("coinbase", product_id)
     if book is None:
         raise ApiError(404, "no_book", f"no order book for {product_id} yet")

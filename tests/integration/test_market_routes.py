@@ -264,7 +264,9 @@ async def test_sim_mode_routes(nats_server: NatsServer, prefix: str, bus: Bus) -
             await kv_tick_until(bus, "oanda.EUR_USD", lambda t: t.source == "sim")
             r = await c.get("/brokers/oanda/prices", params={"instrument": "EUR_USD"})
             quote = r.json()
-            assert quote["bids"] and all("liquidity" not in b for b in quote["bids"] + quote["asks"])
+            assert quote["bids"] and all(
+                "liquidity" not in b for b in quote["bids"] + quote["asks"]
+            )
             params = {"instrument": "EUR_USD", "granularity": "S5", "count": 2}
             r = await eventually(
                 lambda: c.get("/brokers/oanda/candles", params=params),
