@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from rbot.bus import granularity
+from rbot.bus.config import Settings
 from rbot.bus.lifecycle import LIFECYCLE_EVENT_TYPES
 from rbot.bus.messages import OrderStatus, TradingState
 from rbot.bus.subjects import ORDER_EVENT_TYPES, TOKEN_PATTERN, VENUES
@@ -31,7 +32,11 @@ ACTIVE_STATUSES = (OrderStatus.PENDING, OrderStatus.OPEN)
 @router.get("/meta")
 async def meta(ctx: Ctx) -> dict[str, Any]:
     """Granularities, venues and symbols, event type names, order statuses."""
-    settings = ctx.settings
+    return meta_body(ctx.settings)
+
+
+def meta_body(settings: Settings) -> dict[str, Any]:
+    """The answer of ``GET /meta`` for these settings (pure: the tests' fakes serve it too)."""
     return {
         "granularities": {
             "chart": list(granularity.FROM_TICKS),  # what GET /candles accepts
