@@ -354,12 +354,12 @@ class SessionOut(BaseModel):
 
 
 @router.get("/session", response_model=SessionOut, response_model_exclude_none=True)
-async def session_probe(
-    request: Request, ctx: Ctx, bearer: Annotated[str | None, Header(alias="Authorization")] = None
-) -> SessionOut:
+async def session_probe(request: Request, ctx: Ctx) -> SessionOut:
     """The caller's session, always 200: a page probes it before sign-in without an
-    error (``/auth/me`` answers 401 then).  Bad credentials say why in ``reason``."""
+    error (``/auth/me`` answers 401 then).  Bad credentials say why in ``reason``.
+    Reads the bearer header or the session cookie, like every route."""
     creds = None
+    bearer = request.headers.get("authorization")
     if bearer is not None:
         scheme, _, token = bearer.partition(" ")
         if scheme.lower() == "bearer" and token:
