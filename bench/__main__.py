@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.natsd import nats_server_bin
+from rbot.actors.natsd import server_binary as nats_server_bin
 
 from . import book, history, jetstream, orders, sse
 from .common import Row, Section, cheap_failed_sniffio_import, fmt, fmt_ratio, machine, table

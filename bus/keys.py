@@ -15,7 +15,9 @@ bucket orders   o.<order_id>                   current state of an order (every 
 bucket limits   rl.<user>                      the user's order-rate window (memory storage)
 bucket prices   <venue>.<symbol>               the last tick
 bucket control  trading                        ACTIVE / REDUCING / HALTED
-bucket actors   <actor>.<instance>, lifecycle.<actor>.<instance>
+bucket actors   <actor>.<instance>                 the pulse's view of an actor (heartbeat)
+                lifecycle.<actor>.<instance>       its last supervisor event (reporter)
+                feed.<venue>                       the feed leader's link status
 bucket leases   <name>[.<part>]
 """
 
@@ -112,3 +114,15 @@ def account(user: str) -> str:
 
 def price(venue: str, symbol: str) -> str:
     return f"{check_token(venue, 'venue')}.{check_token(symbol, 'symbol')}"
+
+
+def actor_status(actor: str, instance: str) -> str:
+    return f"{check_token(actor, 'actor')}.{check_token(instance, 'instance')}"
+
+
+def lifecycle(actor: str, instance: str) -> str:
+    return f"lifecycle.{check_token(actor, 'actor')}.{check_token(instance, 'instance')}"
+
+
+def feed(venue: str) -> str:
+    return f"feed.{check_token(venue, 'venue')}"

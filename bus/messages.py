@@ -46,6 +46,10 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True):
     seq: int = 0
     source: str = "sim"
     tradeable: bool = True
+    # what the venue said is available at the best bid / ask (OANDA's ``liquidity``);
+    # None where it said nothing (the sim, Coinbase's ticker)
+    bid_liquidity: int | None = None
+    ask_liquidity: int | None = None
 
     @property
     def mid(self) -> Decimal | None:
