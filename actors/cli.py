@@ -23,14 +23,14 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError
 from pydantic import SecretStr
 
-from rbot.bus import codec, fence, keys
+from rbot.bus import codec, fence
+from rbot.bus.active import order_counts
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.kvscan import scan
-from rbot.bus.messages import ActorStatus, PartitionCounts, TradingState, TradingStateRecord
+from rbot.bus.messages import ActorStatus, TradingState, TradingStateRecord
 from rbot.bus.migrate import PartitionsChanged, migrate
 from rbot.bus.provision import provision
 
@@ -268,17 +268,8 @@ async def cmd_status(settings: Settings) -> None:
         for owner, _ in held.values():
             per[owner] = per.get(owner, 0) + 1
         print("executors     " + (", ".join(f"{o}: {n}" for o, n in sorted(per.items())) or "none"))
-        counts: dict[str, int] = {}
-        for part in range(subjects.partitions):
-            try:
-                entry = await orders_kv.get(keys.counters(part))
-            except KeyNotFoundError:
-                continue
-            if entry.value:
-                c = codec.decode(entry.value, PartitionCounts)
-                for table in (c.ended, c.active):
-                    for status, n in table.items():
-                        counts[status] = counts.get(status, 0) + n
+        all_counts = await order_counts(orders_kv, subjects.partitions)
+        counts = {k: v for k, v in all_counts.items() if v}
         print(
             "orders        " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
         )

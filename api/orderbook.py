@@ -17,10 +17,10 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError
 
-from rbot.bus import codec, keys, userindex
+from rbot.bus import active, codec, keys, userindex
 from rbot.bus.connection import Bus
 from rbot.bus.kvscan import scan
-from rbot.bus.messages import Account, Order, OrderStatus, PartitionCounts, Tick
+from rbot.bus.messages import Account, Order, OrderStatus, Tick
 from rbot.bus.subjects import is_token
 
 SCAN_BUDGET = 2000  # orders a filtered page may look at before it returns a cursor
@@ -138,20 +138,8 @@ async def account(bus: Bus, user: str, currency: str, start: Decimal) -> Account
 
 
 async def order_counts(bus: Bus) -> dict[str, int]:
-    """Orders by status, from the partitions' counters (P reads, never a scan)."""
-    kv = await bus.kv("orders")
-    totals: dict[str, int] = {str(s): 0 for s in OrderStatus}
-    for part in range(bus.subjects.partitions):
-        try:
-            entry = await kv.get(keys.counters(part))
-        except KeyNotFoundError:
-            continue
-        if entry.value:
-            counts = codec.decode(entry.value, PartitionCounts)
-            for table in (counts.ended, counts.active):
-                for status, n in table.items():
-                    totals[status] = totals.get(status, 0) + n
-    return totals
+    """Orders by status, from the partitions' counters (never a scan)."""
+    return await active.order_counts(await bus.kv("orders"), bus.subjects.partitions)
 
 
 def order_json(order: Order) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The active set's markers (KV ``orders`` ``a.<part>.<user>.<id>``): what goes in one.
+"""The active set's markers (KV ``orders`` ``a.<part>.<user>.<id>``) and the order counters.
 
 One definition for the executor, which writes them, and the one-time upgrade.
 """
@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import codec
-from .messages import ActiveMark, Order, OrderStatus
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from . import codec, keys
+from .messages import ActiveMark, Order, OrderStatus, PartitionCounts
 
 
 def deadline(order: Order) -> dt.datetime | None:
@@ -35,3 +38,19 @@ def mark_of(order: Order, seq: int) -> ActiveMark:
         seq=seq,
         reduce_only=order.reduce_only,
     )
+
+
+async def order_counts(kv: KeyValue, partitions: int) -> dict[str, int]:
+    """Orders by status, from the partitions' counters (P reads, never a scan)."""
+    totals: dict[str, int] = {str(s): 0 for s in OrderStatus}
+    for part in range(partitions):
+        try:
+            entry = await kv.get(keys.counters(part))
+        except KeyNotFoundError:
+            continue
+        if entry.value:
+            counts = codec.decode(entry.value, PartitionCounts)
+            for table in (counts.ended, counts.active):
+                for status, n in table.items():
+                    totals[status] = totals.get(status, 0) + n
+    return totals

@@ -7,6 +7,7 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 
@@ -41,6 +42,15 @@ async def _mark(bus: Bus, oid: str) -> tuple[str, ActiveMark] | None:
     kv = await bus.kv("orders")
     found = [e for e in await scan(kv, keys.active_all()) if e.key.endswith(f".{oid}")]
     return (found[0].key, codec.decode(found[0].value or b"", ActiveMark)) if found else None
+
+
+async def open_position(c: httpx.AsyncClient, bus: Bus, tap: EventTap) -> str:
+    """A market BUY of EUR_USD 100, filled: its order id."""
+    oid: str = (await c.post("/brokers/oanda/orders", json=EURUSD)).json()["order_id"]
+    await tap.next("oco_placed", oid)
+    await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+    await tap.next("order_filled", oid)
+    return oid
 
 
 async def test_orders_pages_newest_first_with_cursor(settings: Settings, bus: Bus) -> None:
@@ -116,10 +126,7 @@ async def test_close_without_a_price_is_durable_across_a_restart(
         token = await stack.user("closing@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
         async with stack.client(token) as c:
-            oid = (await c.post("/brokers/oanda/orders", json=EURUSD)).json()["order_id"]
-            await tap.next("oco_placed", oid)
-            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
-            await tap.next("order_filled", oid)
+            oid = await open_position(c, bus, tap)
             # the market goes away (no usable bid) and the trader asks to close
             tick = {"venue": "oanda", "symbol": "EUR_USD", "bid": None, "ask": None,
                     "time": codec.now_iso(), "tradeable": False}  # fmt: skip
@@ -148,10 +155,7 @@ async def test_rebuild_repairs_an_effect_a_crash_cut_off(settings: Settings, bus
         token = await stack.user("repair@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
         async with stack.client(token) as c:
-            oid = (await c.post("/brokers/oanda/orders", json=EURUSD)).json()["order_id"]
-            await tap.next("oco_placed", oid)
-            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
-            await tap.next("order_filled", oid)
+            oid = await open_position(c, bus, tap)
     # as if the executor died after writing the fill but before booking it: the
     # position never moved and the marker still says PENDING (event 1)
     kv = await bus.kv("orders")
@@ -178,10 +182,7 @@ async def test_reducing_counts_pending_orders(settings: Settings, bus: Bus) -> N
         token = await stack.user("reduce@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
         async with stack.client(token) as c:
-            oid = (await c.post("/brokers/oanda/orders", json=EURUSD)).json()["order_id"]
-            await tap.next("oco_placed", oid)
-            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
-            await tap.next("order_filled", oid)
+            await open_position(c, bus, tap)
             control = await bus.kv("control")
             await control.put(keys.TRADING, codec.encode(TradingStateRecord(
                 state=TradingState.REDUCING, reason="test")))  # fmt: skip
@@ -259,10 +260,7 @@ async def test_positions_and_account_read_only_active_orders(
         token = await stack.user("pos@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
         async with stack.client(token) as c:
-            oid = (await c.post("/brokers/oanda/orders", json=EURUSD)).json()["order_id"]
-            await tap.next("oco_placed", oid)
-            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
-            await tap.next("order_filled", oid)
+            oid = await open_position(c, bus, tap)
             await publish_tick(bus, "oanda", "EUR_USD", "1.16600", "1.16614")
             pos = (await c.get("/positions")).json()["positions"]
             assert [p["order_id"] for p in pos] == [oid]
