@@ -168,8 +168,10 @@ async def test_r15_partitions_split_and_move_without_double_apply(
                     killed_at = time.monotonic()
                 await place(n)
             moved = await wait_holders(
-                bus, lambda h: len(h) == PARTITIONS and victim not in h.values()
-            )
+                bus,
+                lambda h: len(h) == PARTITIONS and victim not in h.values()
+                and sorted(Counter(h.values()).values()) == [3, 3],
+            )  # fmt: skip
             takeover = time.monotonic() - killed_at
             # visible in GET /system and in `rbot status`
             r = await client.get("/system", headers={"Authorization": f"Bearer {tokens[0]}"})
