@@ -19,7 +19,6 @@ from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
-from rbot.bus.lease import lead
 from rbot.bus.messages import ExpireCmd, Order, OrderStatus
 from rbot.bus.timing import every
 
@@ -41,7 +40,7 @@ class TtlReaper(Actor):
     async def run(self, bus: Bus, ready: Ready) -> None:
         self.bus = bus
         ready()
-        await lead(bus, "ttl_reaper", self.instance, self._lead)
+        await self.lead(bus, "ttl_reaper", self._lead)
 
     async def _lead(self) -> None:
         self.deadlines: dict[str, tuple[dt.datetime, Order]] = {}

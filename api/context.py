@@ -2,6 +2,12 @@
 
 Created by the lifespan (no module globals) and handed to routes through the
 ``Ctx`` dependency.
+
+``Ctx`` fails fast while the bus is down: every route that needs NATS (and the
+auth dependencies, which read users and sessions from KV) answers at once
+``503 bus_unavailable`` with ``Retry-After``, instead of waiting for a KV
+read to time out.  ``/ready`` and ``/metrics``, which report the outage
+themselves, take ``AnyCtx``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from rbot.bus.connection import Bus
 from rbot.bus.messages import Pulse
 
 from .candles import CandleBook
+from .errors import ApiError
+
+RETRY_AFTER_S = 1
 
 log = logging.getLogger("rbot.api")
 
@@ -57,9 +66,27 @@ class ApiContext:
         return time.monotonic() - self.last_pulse <= 2.5 * self.settings.rbot_pulse_interval_s
 
 
-async def get_ctx(request: Request) -> ApiContext:  # async: no thread-pool hop per request
+def bus_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "bus_unavailable",
+        "the message bus is unavailable; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def get_any_ctx(request: Request) -> ApiContext:  # async: no thread-pool hop
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
 
+async def get_ctx(request: Request) -> ApiContext:
+    """The context, or ``503 bus_unavailable`` at once while NATS is disconnected."""
+    ctx: ApiContext = request.app.state.ctx
+    if not ctx.bus.connected:
+        raise bus_unavailable()
+    return ctx
+
+
 Ctx = Annotated[ApiContext, Depends(get_ctx)]
+AnyCtx = Annotated[ApiContext, Depends(get_any_ctx)]  # answers during an outage too

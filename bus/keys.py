@@ -7,6 +7,7 @@ bucket orders   o.<order_id>                   current state of an order
 bucket prices   <venue>.<symbol>               the last tick
 bucket control  trading                        ACTIVE / REDUCING / HALTED
 bucket actors   <actor>.<instance>, lifecycle.<actor>.<instance>
+                nats_server                    the embedded server's restarts (``rbot up``)
 bucket leases   <name>[.<part>]
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 from .subjects import check_token
 
 TRADING = "trading"
+NATS_SERVER = "nats_server"
 
 
 def order(order_id: str) -> str:
