@@ -34,7 +34,6 @@ from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.messages import ActorStatus
-from rbot.bus.outage import is_outage
 from rbot.bus.provision import provision
 
 from .backoff import Backoff
@@ -189,8 +188,8 @@ class EmbeddedNats:
             await provision(bus, self.settings.rbot_replicas)
             kv = await bus.kv("actors")
             await kv.put(keys.NATS_SERVER, codec.encode(self.status()))
-        except Exception as exc:
-            if self.restarts == 0 or not is_outage(exc):
+        except Exception as exc:  # boundary: never kill a server that is up over this
+            if self.restarts == 0:
                 raise
             log.warning("provisioning after restart %d failed: %s", self.restarts, exc)
         finally:

@@ -24,11 +24,14 @@ from rbot.bus import codec
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import Pulse
+from rbot.bus.outage import is_outage
+from rbot.bus.provision import provision
 
 from .candles import CandleBook
 from .errors import ApiError
 
 RETRY_AFTER_S = 1
+REPROVISION_ATTEMPTS = 20
 
 log = logging.getLogger("rbot.api")
 
@@ -59,6 +62,23 @@ class ApiContext:
                 self.pulse_seen.set()
         finally:
             await sub.unsubscribe()
+
+    async def keep_provisioned(self) -> None:
+        """Provision again after every reconnect: a restarted server has lost its
+        memory-storage buckets (``limits``), and ``/ready`` waits for them.
+        The API is the only user of its connection's ``reconnected`` event."""
+        while True:
+            await self.bus.reconnected.wait()
+            self.bus.reconnected.clear()
+            for attempt in range(REPROVISION_ATTEMPTS):
+                try:
+                    await provision(self.bus, self.settings.rbot_replicas)
+                    break
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    log.info("provisioning after a reconnect (try %d): %s", attempt, exc)
+                    await asyncio.sleep(0.5)  # JetStream may still be recovering its store
 
     def pulse_fresh(self) -> bool:
         if self.last_pulse is None:
