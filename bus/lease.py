@@ -140,8 +140,8 @@ async def _acquire(
                 if await lease.try_acquire():
                     return lease
                 holder = await lease.holder()
-        except Exception as exc:
-            if not is_outage(exc):
+        except Exception as exc:  # TimeoutError: our deadline on a bus call
+            if not (isinstance(exc, TimeoutError) or is_outage(exc)):
                 raise
             log.info("lease %s: bus unavailable (%s)", key, type(exc).__name__)
         if on_standby is not None:
@@ -163,8 +163,8 @@ async def _hold(
             try:
                 async with asyncio.timeout(period):
                     held = await lease.renew()
-            except Exception as exc:
-                if not is_outage(exc):
+            except Exception as exc:  # TimeoutError: our deadline on the renewal
+                if not (isinstance(exc, TimeoutError) or is_outage(exc)):
                     raise
                 if loop.time() - renewed >= ttl:
                     raise LeaseLost(
