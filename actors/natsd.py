@@ -169,7 +169,7 @@ class EmbeddedNats:
                         self.monitor_port = int(m.group(2))
                     if "Server is ready" in line:
                         break
-            await self._provision()
+            await self._provision_while_alive(proc)
             log.info("nats-server pid %s ready on %s", proc.pid, self.url)
             came_up()
             while raw := await proc.stderr.readline():
@@ -178,6 +178,22 @@ class EmbeddedNats:
             raise NatsServerExited(f"nats-server exited with {code}")
         finally:
             await _stop(proc)
+
+    async def _provision_while_alive(self, proc: asyncio.subprocess.Process) -> None:
+        """Provision, unless the server dies first (then its death is what we report:
+        a connect retrying against a dead server would hide it for a minute)."""
+        prov = asyncio.create_task(self._provision(), name="natsd:provision")
+        died = asyncio.create_task(proc.wait(), name="natsd:wait")
+        try:
+            await asyncio.wait({prov, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (prov, died):
+                task.cancel()
+            await asyncio.gather(prov, died, return_exceptions=True)
+        if not prov.cancelled():
+            prov.result()  # raises what provisioning raised
+            return
+        raise NatsServerExited(f"nats-server exited during provisioning ({proc.returncode})")
 
     async def _provision(self) -> None:
         """Streams and buckets, and our status in KV ``actors``.  After a restart

@@ -8,6 +8,7 @@ was restarted (``nats_server``), when there is one.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -19,6 +20,7 @@ from ..context import RETRY_AFTER_S, AnyCtx
 from ..natsstatus import describe, nats_server_status
 
 router = APIRouter(tags=["health"])
+CHECK_TIMEOUT_S = 0.5  # the bus checks; a server that just died must not hang /ready
 
 
 @router.get("/health")
@@ -32,8 +34,9 @@ async def ready(ctx: AnyCtx) -> JSONResponse:
     missing: list[str] = []
     if ctx.bus.connected:
         try:
-            missing = await check(ctx.bus)
-            server = describe(await nats_server_status(ctx.bus))
+            async with asyncio.timeout(CHECK_TIMEOUT_S):  # a probe must answer fast
+                missing = await check(ctx.bus)
+                server = describe(await nats_server_status(ctx.bus))
         except Exception as exc:  # boundary: readiness reports, never raises
             missing, server = [f"error: {type(exc).__name__}"], None
         if server is not None:

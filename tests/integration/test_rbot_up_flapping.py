@@ -55,8 +55,11 @@ async def test_rbot_up_survives_its_nats_server_killed_8_times(tmp_path: Path) -
                     while (await client.get("/ready")).status_code != 503:
                         pass  # each try is a request: the thing measured
                 to_503.append(time.monotonic() - killed)
-                async with asyncio.timeout(30):
-                    await back.wait()  # the server is back (our client reconnected)
+                try:
+                    async with asyncio.timeout(60):
+                        await back.wait()  # the server is back (our client reconnected)
+                except TimeoutError:
+                    raise AssertionError("no reconnect:\n" + rbot.text[-6000:]) from None
             elapsed = time.monotonic() - started
             async with asyncio.timeout(60):
                 while (await client.get("/ready")).status_code != 200:
@@ -74,7 +77,10 @@ async def test_rbot_up_survives_its_nats_server_killed_8_times(tmp_path: Path) -
             assert rbot.proc is not None and rbot.proc.returncode is None
             assert ready["checks"]["nats_server"]["restarts"] == KILLS
             assert system["nats_server"]["restarts"] == KILLS
-            assert system["nats_server"]["last_exit"] == "nats-server exited with -9"
+            assert (
+                "(-9)" in system["nats_server"]["last_exit"]
+                or "with -9" in system["nats_server"]["last_exit"]
+            )
             m = re.search(r"^rbot_nats_restarts_total (\S+)$", metrics, re.M)
             assert m and float(m.group(1)) == KILLS, metrics[:2000]
             assert system["trading_state"] == "ACTIVE"
