@@ -3,28 +3,44 @@
 An actor owns its NATS connection and its state; it talks to others only
 through subjects.  ``Actor.main`` is the supervisor child: it connects, starts
 the heartbeat and the connection watch in one TaskGroup beside ``run()``, and
-turns a closed connection into a crash the supervisor sees.
+turns a closed connection into an exit the supervisor sees (an outage: it
+waits and starts the actor again, without counting a restart).
+
+What an actor says about itself (``Beat.state``) is an ``ActorState``:
+``starting`` until ready, then ``running``; ``standby`` while another instance
+holds the lease it queues for (``Actor.lead``); ``waiting_for_bus`` while its
+connection is down (no beat can leave then: the state shows in the
+supervisor's ``waiting_for_bus`` report and in the first beat after).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from rbot.bus import codec
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus, connect
+from rbot.bus.lease import lead
 from rbot.bus.messages import Beat
 from rbot.bus.timing import every
 
 from .supervisor import ChildSpec, Restart
 
 Ready = Callable[[], None]
+
+
+class ActorState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STANDBY = "standby"
+    WAITING_FOR_BUS = "waiting_for_bus"
 
 
 def default_instance() -> str:
@@ -46,7 +62,30 @@ class Actor:
         self._url = url
         self.instance = instance or settings.rbot_instance or default_instance()
         self.log = logging.getLogger(f"rbot.actor.{self.name}")
-        self._state = "starting"
+        self._state = ActorState.STARTING
+        self._bus: Bus | None = None
+
+    @property
+    def state(self) -> ActorState:
+        """What the actor is doing; ``waiting_for_bus`` whenever its connection is down."""
+        if self._bus is not None and not self._bus.connected:
+            return ActorState.WAITING_FOR_BUS
+        return self._state
+
+    async def lead(self, bus: Bus, key: str, body: Callable[[], Awaitable[None]]) -> None:
+        """``bus.lease.lead`` with this actor's state kept: ``standby`` while it waits."""
+
+        def standby(holder: str | None) -> None:
+            self._state = ActorState.STANDBY
+            self.on_standby(holder)
+
+        def leading() -> None:
+            self._state = ActorState.RUNNING
+
+        await lead(bus, key, self.instance, body, on_standby=standby, on_lead=leading)
+
+    def on_standby(self, holder: str | None) -> None:
+        """Called each time the lease poll finds another holder (``None``: unknown)."""
 
     @property
     def url(self) -> str:
@@ -64,10 +103,12 @@ class Actor:
     async def main(self, ready: Ready) -> None:
         subjects = self.settings.subjects()
         bus = await connect(self.url, subjects, f"rbot-{self.name}-{self.instance}")
-        self._state = "starting"
+        self._bus = bus
+        self._state = ActorState.STARTING
 
         def say_ready() -> None:
-            self._state = "running"
+            if self._state is ActorState.STARTING:
+                self._state = ActorState.RUNNING
             ready()
 
         try:
@@ -83,10 +124,12 @@ class Actor:
         subject = bus.subjects.heartbeat(self.name, self.instance)
         interval = self.settings.rbot_beat_interval_s
         async for _ in every(interval):
+            if not bus.connected:
+                continue  # it would leave late, from nats-py's buffer, after the reconnect
             beat = Beat(
                 actor=self.name,
                 instance=self.instance,
-                state=self._state,
+                state=self.state,
                 interval=interval,
                 ts=codec.now_iso(),
             )

@@ -32,6 +32,7 @@ from rbot.bus.connection import connect
 from rbot.bus.kvscan import scan
 from rbot.bus.messages import ActorStatus, TradingState, TradingStateRecord
 from rbot.bus.migrate import PartitionsChanged, migrate
+from rbot.bus.outage import is_outage
 from rbot.bus.provision import provision
 
 from . import usercli
@@ -92,6 +93,7 @@ def _actor_supervisor(
         max_seconds=30.0,
         report=reporter.report,
         on_escalate=lambda why: halt_trading(settings, url(), why),
+        outage=is_outage,  # a lost bus or lease: wait for it, not a fault
     )
 
 
@@ -142,11 +144,14 @@ async def cmd_up(settings: Settings) -> None:
             settings,
             port=int(os.environ.get("RBOT_NATS_PORT", "4222")),
             monitor_port=int(os.environ.get("RBOT_NATS_MONITOR_PORT", "8222")),
+            instance=instance,
         )
-        children.append(natsd.spec())
+        children.append(natsd.spec())  # restarts its own server: never counts below
         url = lambda: natsd.url  # noqa: E731
         nats_line = "embedded"
     reporter = Reporter(settings, url, instance)
+    if not settings.nats_url:
+        natsd.report = reporter.report
     if settings.nats_url:
         reporter.nats_up.set()
     api = ApiServer(settings, url)
@@ -182,6 +187,7 @@ async def cmd_up(settings: Settings) -> None:
         max_seconds=60.0,
         report=reporter.report,
         on_escalate=lambda why: halt_trading(settings, url(), why),
+        outage=is_outage,
     )
 
     def banner() -> None:
@@ -224,7 +230,9 @@ async def cmd_api(settings: Settings) -> None:
     api = ApiServer(settings.model_copy(update={"nats_url": url}))
     reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
     reporter.nats_up.set()
-    root = Supervisor([ChildSpec("api", api.main)], name="api", report=reporter.report)
+    root = Supervisor(
+        [ChildSpec("api", api.main)], name="api", report=reporter.report, outage=is_outage
+    )
     await _run_tree(
         root,
         reporter,

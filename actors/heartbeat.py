@@ -6,7 +6,10 @@ silent (an ``rbot.evt.actor.<actor>.silent`` event, once per silence); it is
 forgotten after a minute of silence, or at once when its supervisor reports it
 stopped.  Every ``RBOT_PULSE_INTERVAL_S`` (5 s) the system pulse goes out on
 ``rbot.evt.heartbeat`` and the snapshot into KV ``actors``.  One leader (KV
-lease ``heartbeat``) so several ``rbot actors`` processes publish one pulse.
+lease ``heartbeat``) so several ``rbot actors`` processes publish one pulse;
+the others stand by (``standby``), and a bus outage makes the leader step
+down and lead again, never crash.  Beats missed during our own outage are
+not held against anyone.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from nats.js.errors import KeyNotFoundError
 
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
-from rbot.bus.lease import lead
 from rbot.bus.lifecycle import GONE
 from rbot.bus.messages import (
     ActorEvent,
@@ -71,6 +73,11 @@ class Registry:
                 s.restarts = max(s.restarts, ev.restarts)
                 if ev.state in GONE:
                     del self.seen[(actor, s.instance)]
+
+    def forgive(self, now: float) -> None:
+        """After our own bus outage: no beat could reach us, so none counts as missed."""
+        for s in self.seen.values():
+            s.last = max(s.last, now)
 
     def sweep(self, now: float) -> list[_Seen]:
         """Mark newly silent instances (returned); forget long-silent ones."""
@@ -144,13 +151,19 @@ class HeartbeatActor(Actor):
                 for sub in subs:
                     await sub.unsubscribe()
 
-        await lead(bus, "heartbeat", self.instance, pulse_loop)
+        await self.lead(bus, "heartbeat", pulse_loop)
 
     async def _pulse(self, bus: Bus, reg: Registry) -> None:
         sweep = min(self.settings.rbot_beat_interval_s, self.settings.rbot_pulse_interval_s)
         per_pulse = max(1, round(self.settings.rbot_pulse_interval_s / sweep))
         actors_kv = await bus.kv("actors")
+        reconnects = bus.reconnects
         async for n in every(sweep):
+            if not bus.connected:
+                continue  # a bus outage: nothing to hear, nowhere to publish
+            if bus.reconnects != reconnects:
+                reconnects = bus.reconnects
+                reg.forgive(time.monotonic())
             for s in reg.sweep(time.monotonic()):
                 self.log.warning("%s.%s is silent", s.actor, s.instance)
                 ev = ActorEvent(

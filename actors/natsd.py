@@ -2,9 +2,19 @@
 
 Starts ``nats-server -c nats.conf -sd <data dir>``, reads its log until
 "Server is ready" (and the port it listens on), provisions streams and
-buckets, then says ready.  If the server dies the child raises, and the
-supervisor starts it again on the same port and store, so actors reconnect
-by themselves.  Stopping sends SIGTERM, then SIGKILL after a grace period.
+buckets, then says ready.  Stopping sends SIGTERM, then SIGKILL after a grace
+period.
+
+A server that dies after it was ready once is started again by this child
+itself, on the same port and store (actors reconnect by themselves), after a
+growing, capped backoff (``RESTART_BACKOFF``, reset after ``HEALTHY_AFTER_S``
+up), for as long as it keeps dying: a flapping bus never counts toward the
+root supervisor's intensity, so it cannot take the API and the dashboard down
+with it.  Each death is logged as an error, reported as lifecycle changes of
+``nats_server`` (crashed, restarting, started, with the running count) and
+kept in KV ``actors`` under ``nats_server`` (``NatsServerStatus``), which the
+API's ``/ready``, ``/system`` and ``/metrics`` (``rbot_nats_restarts_total``)
+show.  Only a server that never came up raises (a bad config, a busy port).
 """
 
 from __future__ import annotations
@@ -12,23 +22,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
+from rbot.bus.messages import ActorStatus
 from rbot.bus.migrate import migrate
 from rbot.bus.provision import provision
 
+from .backoff import Backoff
 from .base import Ready
-from .supervisor import ChildSpec, Restart
+from .supervisor import ChildSpec, Report, Restart
 
 log = logging.getLogger("rbot.natsd")
 _LISTEN = re.compile(r"Listening for client connections on ([\d.]+):(\d+)")
 _MONITOR = re.compile(r"Starting http monitor on ([\d.]+):(\d+)")
+NAME = "nats_server"
+RESTART_BACKOFF = Backoff(initial=0.1, factor=2.0, cap=5.0, jitter=0.3)
+HEALTHY_AFTER_S = 30.0
 
 
 class NatsServerExited(RuntimeError):
@@ -61,13 +79,20 @@ class EmbeddedNats:
     port: int = 4222
     monitor_port: int | None = None
     pid: int | None = None
+    report: Report | None = None
+    instance: str = "rbot"
+    backoff: Backoff = RESTART_BACKOFF
+    restarts: int = 0  # deaths after the first ready, each followed by a restart
+    up: bool = False
+    last_exit: str | None = None
+    _rng: random.Random = field(default_factory=random.Random)
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def spec(self) -> ChildSpec:
-        return ChildSpec("nats_server", self.main, restart=Restart.PERMANENT, shutdown_timeout=10.0)
+        return ChildSpec(NAME, self.main, restart=Restart.PERMANENT, shutdown_timeout=10.0)
 
     def _args(self) -> list[str]:
         data = Path(self.settings.rbot_data_dir).resolve()
@@ -78,6 +103,49 @@ class EmbeddedNats:
         return args
 
     async def main(self, ready: Ready) -> None:
+        """Run the server; once it was ready, restart it whenever it dies."""
+        first = True
+        attempt = 0
+
+        def came_up() -> None:
+            nonlocal first
+            self.up = True
+            if first:
+                first = False
+                ready()
+            else:
+                self._report("started")
+
+        while True:
+            began = time.monotonic()
+            try:
+                await self._run_once(came_up)
+            except NatsServerExited as exc:
+                if first:
+                    raise  # it never came up: a fault for the supervisor, not a flap
+                self.last_exit = str(exc)
+            finally:
+                self.up = False
+            if time.monotonic() - began >= HEALTHY_AFTER_S:
+                attempt = 0
+            delay = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            self.restarts += 1
+            log.error(
+                "nats-server died (%s): restart %d in %.2fs; the API answers 503 meanwhile",
+                self.last_exit,
+                self.restarts,
+                delay,
+            )
+            self._report("crashed", reason=self.last_exit or "")
+            self._report("restarting", delay=f"{delay:.3f}")
+            await asyncio.sleep(delay)  # the restart backoff itself
+
+    def _report(self, type_: str, **info: str) -> None:
+        if self.report is not None:
+            self.report(NAME, type_, {"restarts": str(self.restarts), **info})
+
+    async def _run_once(self, came_up: Ready) -> None:
         proc = await asyncio.create_subprocess_exec(
             *self._args(),
             stdin=asyncio.subprocess.DEVNULL,
@@ -102,20 +170,61 @@ class EmbeddedNats:
                         self.monitor_port = int(m.group(2))
                     if "Server is ready" in line:
                         break
-            bus = await connect(self.url, self.settings.subjects(), "rbot-provision")
-            try:
-                await provision(bus, self.settings.rbot_replicas)
-                await migrate(bus, "rbot-up")
-            finally:
-                await bus.close()
+            await self._provision_while_alive(proc)
             log.info("nats-server pid %s ready on %s", proc.pid, self.url)
-            ready()
+            came_up()
             while raw := await proc.stderr.readline():
                 log.debug("nats-server: %s", raw.decode(errors="replace").rstrip())
             code = await proc.wait()
             raise NatsServerExited(f"nats-server exited with {code}")
         finally:
             await _stop(proc)
+
+    async def _provision_while_alive(self, proc: asyncio.subprocess.Process) -> None:
+        """Provision, unless the server dies first (then its death is what we report:
+        a connect retrying against a dead server would hide it for a minute)."""
+        prov = asyncio.create_task(self._provision(), name="natsd:provision")
+        died = asyncio.create_task(proc.wait(), name="natsd:wait")
+        try:
+            await asyncio.wait({prov, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (prov, died):
+                task.cancel()
+            await asyncio.gather(prov, died, return_exceptions=True)
+        if not prov.cancelled():
+            prov.result()  # raises what provisioning raised
+            return
+        raise NatsServerExited(f"nats-server exited during provisioning ({proc.returncode})")
+
+    async def _provision(self) -> None:
+        """Streams and buckets, and our status in KV ``actors``.  After a restart
+        they exist already: a failure then is logged, not a reason to kill a
+        server that is up."""
+        bus = await connect(self.url, self.settings.subjects(), "rbot-provision")
+        try:
+            await provision(bus, self.settings.rbot_replicas)
+            await migrate(bus, "rbot-up")
+            kv = await bus.kv("actors")
+            await kv.put(keys.NATS_SERVER, codec.encode(self.status()))
+        except Exception as exc:  # boundary: never kill a server that is up over this
+            if self.restarts == 0:
+                raise
+            log.warning("provisioning after restart %d failed: %s", self.restarts, exc)
+        finally:
+            await bus.close()
+
+    def status(self) -> ActorStatus:
+        info = {"restarts": str(self.restarts), "pid": str(self.pid), "url": self.url}
+        if self.last_exit:
+            info["last_exit"] = self.last_exit
+        return ActorStatus(
+            actor=NAME,
+            instance=self.instance,
+            state="running",  # written only while it is up
+            last_beat=codec.now_iso(),
+            restarts=self.restarts,
+            info=info,
+        )
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

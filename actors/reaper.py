@@ -21,7 +21,6 @@ from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
-from rbot.bus.lease import lead
 from rbot.bus.messages import ActiveMark, ExpireCmd
 from rbot.bus.timing import every
 
@@ -34,7 +33,7 @@ class TtlReaper(Actor):
     async def run(self, bus: Bus, ready: Ready) -> None:
         self.bus = bus
         ready()
-        await lead(bus, "ttl_reaper", self.instance, self._lead)
+        await self.lead(bus, "ttl_reaper", self._lead)
 
     async def _lead(self) -> None:
         # order id -> (deadline, venue, symbol, status)

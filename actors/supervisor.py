@@ -12,6 +12,8 @@ Vocabulary (from the OTP supervisor guide)::
                report ``escalated``, run the escalation hook (trading -> HALTED)
                while the bus is still up, stop every child in reverse order and raise ``Escalation`` so the
                process exits non-zero and systemd/Kubernetes takes over.
+    outage     ``outage(exc)`` classifies an exit as "the world is down, not us"
+               (a lost bus): the child waits and starts again, never escalates.
 
 Lifecycle of one child::
 
@@ -20,6 +22,9 @@ Lifecycle of one child::
         |                    +--raise----> crashed --(permanent|transient)--+
         +--exit before ready-> crashed                                       |
     restarting --backoff delay--> starting                                   |
+    running|starting --raise an outage--> waiting_for_bus --backoff--> starting
+        (``outage(exc)`` true, e.g. the bus is down: not counted as a restart nor
+        toward the intensity; no sibling is taken down; ``outages`` counts them)
     stop: stopping --> stopped | abandoned (ignored cancellation past its shutdown timeout)
 
 Children start in order, each after the previous one said ``ready()``, and stop
@@ -73,6 +78,7 @@ class ChildState(enum.StrEnum):
     STOPPED = "stopped"
     EXITED = "exited"
     CRASHED = "crashed"
+    WAITING = "waiting_for_bus"  # ended on an outage (``outage(exc)``): no fault of its own
     ABANDONED = "abandoned"
 
 
@@ -80,9 +86,18 @@ class ChildState(enum.StrEnum):
 TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
     ChildState.IDLE: frozenset({ChildState.STARTING}),
     ChildState.STARTING: frozenset(
-        {ChildState.RUNNING, ChildState.CRASHED, ChildState.EXITED, ChildState.STOPPING}
+        {
+            ChildState.RUNNING,
+            ChildState.CRASHED,
+            ChildState.WAITING,
+            ChildState.EXITED,
+            ChildState.STOPPING,
+        }
     ),
-    ChildState.RUNNING: frozenset({ChildState.EXITED, ChildState.CRASHED, ChildState.STOPPING}),
+    ChildState.RUNNING: frozenset(
+        {ChildState.EXITED, ChildState.CRASHED, ChildState.WAITING, ChildState.STOPPING}
+    ),
+    ChildState.WAITING: frozenset({ChildState.STARTING, ChildState.STOPPED}),
     ChildState.EXITED: frozenset({ChildState.RESTARTING, ChildState.STOPPED}),
     ChildState.CRASHED: frozenset({ChildState.RESTARTING, ChildState.STOPPED}),
     ChildState.RESTARTING: frozenset({ChildState.STARTING, ChildState.STOPPED}),
@@ -117,6 +132,7 @@ class _Child:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     started_at: float = 0.0
     restarts: int = 0
+    outages: int = 0
     attempt: int = 0
 
     def move(self, to: ChildState) -> None:
@@ -146,6 +162,7 @@ class Supervisor:
         on_escalate: Callable[[str], Awaitable[None]] | None = None,
         escalate_timeout: float = 5.0,
         rng: random.Random | None = None,
+        outage: Callable[[BaseException], bool] | None = None,
     ) -> None:
         names = [c.name for c in children]
         if len(set(names)) != len(names):
@@ -160,6 +177,7 @@ class Supervisor:
         self._on_escalate = on_escalate
         self._escalate_timeout = escalate_timeout
         self._rng = rng or random.Random()
+        self._is_outage = outage or (lambda exc: False)
         self._children = [_Child(c) for c in children]
         self._restart_times: deque[float] = deque()
         self.abandoned: list[asyncio.Task[None]] = []
@@ -170,6 +188,10 @@ class Supervisor:
 
     def restarts(self, name: str) -> int:
         return self._child(name).restarts
+
+    def outages(self, name: str) -> int:
+        """Restarts after an outage: not faults, not in ``restarts`` nor the intensity."""
+        return self._child(name).outages
 
     def task(self, name: str) -> asyncio.Task[None] | None:
         return self._child(name).task
@@ -182,6 +204,8 @@ class Supervisor:
 
     def _emit(self, child: _Child, type_: str, **info: str) -> None:
         info.setdefault("restarts", str(child.restarts))
+        if child.outages:
+            info.setdefault("outages", str(child.outages))
         info.setdefault("supervisor", self.name)
         log.info("%s %s %s", child.spec.name, type_, info.get("reason", ""))
         if self._report is not None:
@@ -240,14 +264,20 @@ class Supervisor:
             return False, "normal"
         return True, _describe(exc)
 
+    def _exception(self, child: _Child) -> BaseException | None:
+        task = child.task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
     async def _handle_exit(self, child: _Child, abnormal: bool, why: str) -> list[_Child]:
         """Record how a child ended; return whom to start again, in start order."""
+        exc = self._exception(child)
+        if exc is not None and self._is_outage(exc):
+            return await self._wait_out(child, why)
         if abnormal:
             child.move(ChildState.CRASHED)
             self._emit(child, "crashed", reason=why)
-            exc = None
-            if child.task is not None and child.task.done() and not child.task.cancelled():
-                exc = child.task.exception()
             if exc is not None:
                 log.error("%s crashed", child.spec.name, exc_info=exc)
         else:
@@ -277,6 +307,26 @@ class Supervisor:
         await self._pause(child)
         child.restarts += 1
         return group
+
+    async def _wait_out(self, child: _Child, why: str) -> list[_Child]:
+        """An outage is a state, not a fault: no intensity, no restart counted,
+        no sibling taken down; start it again after the backoff (it reconnects)."""
+        child.move(ChildState.WAITING)
+        if child.spec.restart is Restart.TEMPORARY:
+            child.move(ChildState.STOPPED)
+            self._emit(child, "stopped", reason=f"not restarted after: {why}")
+            return []
+        child.outages += 1
+        if child.started_at and time.monotonic() - child.started_at >= self.healthy_after:
+            child.attempt = 0
+        delay = self.backoff.delay(child.attempt, self._rng)
+        child.attempt += 1
+        self._emit(child, "waiting_for_bus", reason=why, delay=f"{delay:.3f}")
+        log.warning(
+            "%s waits for the bus (%s); starting again in %.2fs", child.spec.name, why, delay
+        )
+        await asyncio.sleep(delay)  # the restart backoff itself
+        return [child]
 
     async def _pause(self, child: _Child) -> None:
         if child.started_at and time.monotonic() - child.started_at >= self.healthy_after:

@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
             async with asyncio.TaskGroup() as tg:
                 watchers = [
                     tg.create_task(ctx.watch_pulse()),
+                    tg.create_task(ctx.keep_provisioned()),
                     tg.create_task(watch_ticks(bus, ctx.candles)),
                 ]
                 yield

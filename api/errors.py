@@ -104,6 +104,7 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
     from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError
+    from nats.js.errors import ServiceUnavailableError
 
     async def _bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("bus unavailable for %s: %s", request.url.path, type(exc).__name__)
@@ -116,7 +117,13 @@ def install(app: FastAPI) -> None:
 
     # by class, not in the catch-all below: Starlette re-raises whatever reaches the
     # catch-all after answering, so uvicorn logs a traceback and drops the connection
-    for kind in (ConnectionClosedError, NoRespondersError, TimeoutError, OSError):
+    for kind in (
+        ConnectionClosedError,
+        NoRespondersError,
+        TimeoutError,
+        ServiceUnavailableError,  # JetStream still recovering after a restart
+        OSError,
+    ):
         app.add_exception_handler(kind, _bus_unavailable)
 
     @app.exception_handler(Exception)

@@ -32,8 +32,9 @@ from rbot.bus.messages import OrderStatus, TradingState, TradingStateRecord
 from rbot.bus.subjects import VENUES
 
 from . import orderbook
-from .context import ApiContext, Ctx
+from .context import AnyCtx, ApiContext
 from .marketcache import feed_status
+from .natsstatus import nats_server_status
 
 router = APIRouter(tags=["metrics"])
 
@@ -106,9 +107,14 @@ def app_metrics(ctx: ApiContext) -> AppMetrics:
         }
     },
 )
-async def metrics(ctx: Ctx) -> Response:
-    """Prometheus metrics (no authentication; nothing secret inside)."""
+async def metrics(ctx: AnyCtx) -> Response:
+    """Prometheus metrics (no authentication; nothing secret inside).
+
+    While the bus is down only the API process's own figures (``rbot_nats_connected 0``)."""
+    if not ctx.bus.connected:
+        return Response(app_metrics(ctx).render(_process(ctx)), media_type=CONTENT_TYPE_PLAIN_0_0_4)
     families = [
+        *await _nats_server(ctx),
         *_process(ctx),
         *await _feeds(ctx),
         *_actors(ctx),
@@ -134,6 +140,19 @@ def _process(ctx: ApiContext) -> list[Metric]:
             "seconds since the API started",
             value=time.monotonic() - ctx.started,
         ),
+    ]
+
+
+async def _nats_server(ctx: ApiContext) -> list[Metric]:
+    status = await nats_server_status(ctx.bus)
+    if status is None:  # not under `rbot up`: no embedded server
+        return []
+    return [
+        CounterMetricFamily(
+            "rbot_nats_restarts",
+            "restarts of the embedded nats-server after it died (rbot up)",
+            value=status.restarts,
+        )
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,7 +61,9 @@ class Settings(BaseSettings):
     rbot_pulse_interval_s: float = 5.0
 
     # market data
-    rbot_sim: str = "auto"  # auto|on|off
+    rbot_sim: str = "auto"  # auto|on|off, for both venues unless set per venue:
+    rbot_sim_oanda: Literal["auto", "on", "off"] | None = None
+    rbot_sim_coinbase: Literal["auto", "on", "off"] | None = None
     rbot_sim_seed: int = 42
     rbot_sim_interval_s: float = 0.5
     rbot_oanda_symbols: str = DEFAULT_OANDA_SYMBOLS
@@ -86,10 +89,16 @@ class Settings(BaseSettings):
         raw = self.rbot_oanda_symbols if venue == "oanda" else self.rbot_coinbase_symbols
         return [s.strip() for s in raw.split(",") if s.strip()]
 
+    def sim_mode(self, venue: str) -> str:
+        """``RBOT_SIM_<VENUE>`` if set, else ``RBOT_SIM``: auto, on or off."""
+        own = self.rbot_sim_oanda if venue == "oanda" else self.rbot_sim_coinbase
+        return own or self.rbot_sim
+
     def use_sim(self, venue: str) -> bool:
-        if self.rbot_sim == "on":
+        mode = self.sim_mode(venue)
+        if mode == "on":
             return True
-        if self.rbot_sim == "off":
+        if mode == "off":
             return False
         if venue == "oanda":
             return self.oanda_practice_token is None and self.oanda_live_token is None

@@ -37,6 +37,9 @@ class Bus:
         self.name = name
         self.closed = asyncio.Event()
         self.reconnected = asyncio.Event()
+        self.online = asyncio.Event()  # set while connected: wait on it to ride out an outage
+        if nc.is_connected:
+            self.online.set()
         self.reconnects = 0
         self._kv: dict[str, KeyValue] = {}
         self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -59,6 +62,10 @@ class Bus:
                 except OSError as lost:  # nats-py flushes buffered publishes into a dead socket
                     log.debug("close of %s: %s", self.name, lost)
         self.closed.set()
+
+    async def wait_online(self) -> None:
+        """Return at once while connected, else when the connection is back."""
+        await self.online.wait()
 
     async def watch(self) -> None:
         """Return never; raise ``BusClosed`` when the connection closes."""
@@ -86,12 +93,16 @@ async def connect(
 
     async def on_disconnect() -> None:
         log.info("nats %s: disconnected", name)
+        bus = holder.get("bus")
+        if bus is not None:
+            bus.online.clear()
 
     async def on_reconnect() -> None:
         bus = holder.get("bus")
         log.info("nats %s: reconnected", name)
         if bus is not None:
             bus.reconnects += 1
+            bus.online.set()
             bus.reconnected.set()
 
     async def on_closed() -> None:

@@ -18,6 +18,7 @@ bucket control  trading                        ACTIVE / REDUCING / HALTED
 bucket actors   <actor>.<instance>                 the pulse's view of an actor (heartbeat)
                 lifecycle.<actor>.<instance>       its last supervisor event (reporter)
                 feed.<venue>                       the feed leader's link status
+                nats_server                        the embedded server's restarts (``rbot up``)
 bucket leases   <name>[.<part>]
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from .subjects import check_token
 
 TRADING = "trading"
+NATS_SERVER = "nats_server"
 
 
 def order(order_id: str) -> str:

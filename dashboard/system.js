@@ -8,6 +8,8 @@ const STATE_TONE = {
   started: "good",
   ok: "good",
   starting: "muted",
+  standby: "muted",
+  waiting_for_bus: "warn",
   stopping: "muted",
   stopped: "muted",
   restarting: "warn",

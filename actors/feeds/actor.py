@@ -2,11 +2,13 @@
 
 One leader per venue (KV lease ``feed.<venue>``), so several ``rbot actors``
 processes never double-publish: a standby waits on the lease and takes over
-when the leader's lease is released or expires (``LEASE_TTL_S``).  The leader
-runs one source (``live.py``): the seeded sim without broker credentials (or
-with ``RBOT_SIM=on``), else the venue's stream.  It publishes ticks, books and
-candles (``output.py``) and writes its link status to KV ``actors``
-(``feed.<venue>``) every few seconds.  See ``live.py`` for what goes where.
+when the leader's lease is released or expires (``LEASE_TTL_S``).  A bus
+outage makes the leader step down and queue again (``Actor.lead``), no crash.
+The leader runs one source (``live.py``): the seeded sim without broker
+credentials (or with ``RBOT_SIM_<VENUE>=on``, default ``RBOT_SIM``), else the
+venue's stream.  It publishes ticks, books and candles (``output.py``) and
+writes its link status to KV ``actors`` (``feed.<venue>``) every few seconds.
+See ``live.py`` for what goes where.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import ClassVar
 from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
-from rbot.bus.lease import lead
 from rbot.bus.messages import ActorStatus
 from rbot.bus.provision import LEASE_TTL_S
 from rbot.bus.timing import every, raise_if_cancelled
@@ -54,11 +55,11 @@ class FeedActor(Actor):
         self.bus = bus
         ready()
         while True:
-            await lead(bus, self.status_key, self.instance, self._lead, on_standby=self._standby)
+            await self.lead(bus, self.status_key, self._lead)
             # the source gave up on a fatal answer: let another process try to lead
             await asyncio.sleep(LEASE_TTL_S)
 
-    def _standby(self, holder: str | None) -> None:
+    def on_standby(self, holder: str | None) -> None:
         if self.standby_polls == 0:
             self.log.info("%s stands by for %s (led by %s)", self.instance, self.venue, holder)
         self.standby_polls += 1

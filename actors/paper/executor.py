@@ -20,15 +20,14 @@ import asyncio
 import contextlib
 import logging
 
-import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.fence import Fenced, PartitionFence
 from rbot.bus.messages import Beat, FenceRecord, Tick
+from rbot.bus.outage import is_outage
 from rbot.bus.pnl import rate_from_ticks
 
 from ..base import Actor, Ready
@@ -190,12 +189,12 @@ class PaperExecutor(Actor):
             await worker.run()
         except Fenced as exc:
             self.log.warning("partition %d lost: %s", p, exc)
-        except (nats.errors.Error, ServiceUnavailableError, TimeoutError) as exc:
-            if self.bus.connected:
+        except Exception as exc:
+            if not is_outage(exc) and not isinstance(exc, TimeoutError):
                 raise  # a real fault: the supervisor sees it
             # the bus went away: keep the lease, run the partition again once it is back
             self.log.info("partition %d waiting for the bus (%s)", p, type(exc).__name__)
-            await self.bus.reconnected.wait()
+            await self.bus.wait_online()
         finally:
             if self.workers.get(p, (None,))[0] is worker:
                 self.workers.pop(p, None)

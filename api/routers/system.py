@@ -1,4 +1,9 @@
-"""The system panel and the kill switch: ``GET /system``, ``POST /admin/trading-state``."""
+"""The system panel and the kill switch: ``GET /system``, ``POST /admin/trading-state``.
+
+While the bus is down ``/system`` answers ``503 bus_unavailable`` (it needs the
+bus to authenticate): the dashboard shows that as the outage.  ``nats_server``
+says how often ``rbot up`` restarted its embedded server (``null`` without one).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from rbot.bus.messages import TradingState, TradingStateRecord
 
 from ..context import Ctx
 from ..models import TradingStateIn
+from ..natsstatus import describe, nats_server_status
 from ..security import Admin, Viewer
 
 router = APIRouter(tags=["system"])
@@ -44,6 +50,8 @@ async def system(ctx: Ctx, user: Viewer) -> dict[str, Any]:
         "status": pulse.status if pulse else "unknown",
         "actors": codec.to_builtins(pulse.actors) if pulse else [],
         "silent": pulse.silent if pulse else [],
+        "bus": {"connected": ctx.bus.connected, "reconnects": ctx.bus.reconnects},
+        "nats_server": describe(await nats_server_status(ctx.bus)),
     }
 
 

@@ -321,13 +321,13 @@ async def test_leader_failover_without_double_publishing(
         a = OandaFeed(settings, nats_server.url, "feed-a", tuning=FAST)
         b = OandaFeed(settings, nats_server.url, "feed-b", tuning=FAST)
         polls: asyncio.Queue[str | None] = asyncio.Queue()
-        standby = b._standby
+        standby = b.on_standby
 
         def spy(holder: str | None) -> None:
             standby(holder)
             polls.put_nowait(holder)
 
-        b._standby = spy  # type: ignore[method-assign]
+        b.on_standby = spy  # type: ignore[method-assign]
         async with Tap(bus, "md.tick.oanda.*") as ticks:
             async with running(a) as task_a:
                 await ticks.next()  # a leads

@@ -29,7 +29,7 @@ from rbot.bus.config import Settings
 from tests.r9 import BROKER_HOSTS, GUARD, is_broker_host
 
 BROKER_ENV = (
-    "RBOT_SIM", "OANDA_ENV", "OANDA_PRACTICE_ACCOUNT_ID", "OANDA_PRACTICE_TOKEN",
+    "RBOT_SIM", "RBOT_SIM_OANDA", "RBOT_SIM_COINBASE", "OANDA_ENV", "OANDA_PRACTICE_ACCOUNT_ID", "OANDA_PRACTICE_TOKEN",
     "OANDA_LIVE_ACCOUNT_ID", "OANDA_LIVE_TOKEN", "OANDA_REST_URL", "OANDA_STREAM_URL",
     "COINBASE_ADV_BASE", "COINBASE_WS_URL", "COINBASE_API_KEY_ID", "COINBASE_API_KEY_SECRET",
 )  # fmt: skip
@@ -91,6 +91,29 @@ def test_only_credentials_or_an_explicit_choice_leave_the_sim(clean_env: None) -
     assert source("coinbase", coinbase_ws_url="ws://127.0.0.1:9/") is CoinbaseSource
     assert source("coinbase", coinbase_api_key_id="k") is CoinbaseSource
     assert source("coinbase", coinbase_ws_url="ws://127.0.0.1:9/", rbot_sim="on") is SimSource
+
+
+def test_each_venue_has_its_own_sim_switch_with_rbot_sim_as_default(clean_env: None) -> None:
+    def source(venue: str, **kw: object) -> type:
+        settings = Settings(_env_file=None, **kw)  # type: ignore[call-arg]
+        return type(make_source(venue, settings, FeedTuning()))
+
+    # only a Coinbase key: Coinbase live, OANDA on the sim
+    cb_only = {"coinbase_api_key_id": "k", "rbot_sim_oanda": "on", "rbot_sim_coinbase": "off"}
+    assert source("oanda", **cb_only) is SimSource
+    assert source("coinbase", **cb_only) is CoinbaseSource
+    # only OANDA credentials: the reverse, with RBOT_SIM=off as the default for OANDA
+    oa_only = {"oanda_practice_token": "t", "rbot_sim": "off", "rbot_sim_coinbase": "on"}
+    assert source("oanda", **oa_only) is OandaSource
+    assert source("coinbase", **oa_only) is SimSource
+    # unset per venue: RBOT_SIM decides, and auto looks at each venue's credentials
+    assert source("coinbase", rbot_sim="on", rbot_sim_oanda="off") is SimSource
+    assert source("oanda", rbot_sim_oanda="auto", oanda_practice_token="t") is OandaSource
+
+
+def test_a_bad_per_venue_sim_value_fails_at_start(clean_env: None) -> None:
+    with pytest.raises(ValueError, match="rbot_sim_oanda"):
+        Settings(_env_file=None, rbot_sim_oanda="maybe")  # type: ignore[call-arg, arg-type]
 
 
 def test_a_fake_url_never_leaves_the_other_half_on_a_broker_host(clean_env: None) -> None:

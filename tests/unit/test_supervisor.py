@@ -114,6 +114,16 @@ class Crash(RuntimeError):
     pass
 
 
+class Outage(ConnectionError):
+    """What a lost bus looks like to a child (``is_outage`` says so for the real ones)."""
+
+
+def outage(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(outage(e) for e in exc.exceptions)
+    return isinstance(exc, Outage)
+
+
 @dataclass
 class Worker:
     """A child driven by the test: each incarnation says ready, then obeys one order.
@@ -140,6 +150,8 @@ class Worker:
             raise
         if order == "crash":
             raise Crash(f"{self.name} boom")
+        if order == "outage":
+            raise Outage(f"{self.name} lost the bus")
         assert order == "exit", order
 
     def spec(self, restart: Restart = Restart.PERMANENT, **kw: Any) -> ChildSpec:
@@ -1177,3 +1189,150 @@ def test_an_illegal_transition_raises() -> None:
     child = supervisor_module._Child(crash_loop(Events(), "a"))
     with pytest.raises(SupervisorError, match="idle -> running"):
         child.move(ChildState.RUNNING)
+
+
+# -- outages: a state change, not a crash (issue 17) --------------------------
+async def test_outages_never_count_toward_the_intensity_nor_the_restarts(events: Events) -> None:
+    trace: list[tuple[str, str]] = []
+    a, b = workers(trace, "a", "b")
+    sup = Supervisor(
+        [a.spec(), b.spec()], report=events, backoff=FAST, max_restarts=2, outage=outage
+    )
+    async with running(sup) as task:
+        for n in range(1, 11):  # five times the limit
+            b.orders.put_nowait("outage")
+            ev = await events.expect("b", "waiting_for_bus")
+            assert "lost the bus" in ev.info["reason"] and ev.info["outages"] == str(n)
+            await events.expect("b", "started")
+        assert not task.done()
+        assert sup.restarts("b") == 0 and sup.outages("b") == 10
+        assert sup.state("b") is ChildState.RUNNING and b.incarnations == 11
+        assert events.names("crashed") == [] and events.names("restarting") == []
+        assert events.names("escalated") == []
+        assert a.incarnations == 1
+        # a real fault still counts, and still escalates past the limit
+        for _ in range(3):
+            b.orders.put_nowait("crash")
+        with pytest.raises(Escalation, match="3 restarts within"):
+            await bounded(task)
+    assert sup.restarts("b") == 2 and events.names("crashed") == ["b"] * 3
+
+
+async def test_an_outage_under_one_for_all_takes_no_sibling_down(events: Events) -> None:
+    trace: list[tuple[str, str]] = []
+    a, b, c = workers(trace, "a", "b", "c")
+    sup = Supervisor(
+        [a.spec(), b.spec(), c.spec()],
+        strategy=Strategy.ONE_FOR_ALL,
+        report=events,
+        backoff=FAST,
+        outage=outage,
+    )
+    async with running(sup):
+        b.orders.put_nowait("outage")
+        await events.expect("b", "waiting_for_bus")
+        await events.expect("b", "started")
+        assert [k.incarnations for k in (a, b, c)] == [1, 2, 1]
+        assert events.names("stopping") == []
+
+
+async def test_without_a_classifier_an_outage_is_a_crash(events: Events) -> None:
+    trace: list[tuple[str, str]] = []
+    (a,) = workers(trace, "a")
+    sup = Supervisor([a.spec()], report=events, backoff=FAST)
+    async with running(sup):
+        a.orders.put_nowait("outage")
+        await events.expect("a", "crashed")
+        await events.expect("a", "started")
+        assert sup.restarts("a") == 1 and sup.outages("a") == 0
+
+
+async def test_an_outage_before_ready_waits_and_starts_again(events: Events) -> None:
+    attempts = 0
+
+    async def flaky(ready: Callable[[], None]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 3:
+            raise BaseExceptionGroup("connect", [Outage("no server yet")])
+        ready()
+        await asyncio.Event().wait()
+
+    sup = Supervisor(
+        [ChildSpec("a", flaky)], report=events, backoff=FAST, max_restarts=1, outage=outage
+    )
+    async with running(sup):
+        assert attempts == 4 and sup.outages("a") == 3 and sup.restarts("a") == 0
+        assert events.of("a")[:3] == ["starting", "waiting_for_bus", "starting"]
+        assert sup.state("a") is ChildState.RUNNING
+
+
+async def test_a_group_mixing_an_outage_and_a_fault_is_a_crash(events: Events) -> None:
+    go = asyncio.Event()
+
+    async def both(ready: Callable[[], None]) -> None:
+        ready()
+        await go.wait()
+        go.clear()
+        raise BaseExceptionGroup("both", [Outage("bus"), Crash("bug")])
+
+    sup = Supervisor([ChildSpec("a", both)], report=events, backoff=FAST, outage=outage)
+    async with running(sup):
+        go.set()
+        await events.expect("a", "crashed")
+        await events.expect("a", "started")
+        assert sup.restarts("a") == 1 and events.names("waiting_for_bus") == []
+
+
+async def test_a_temporary_child_is_not_restarted_after_an_outage(events: Events) -> None:
+    trace: list[tuple[str, str]] = []
+    a, b = workers(trace, "a", "b")
+    sup = Supervisor(
+        [a.spec(), b.spec(Restart.TEMPORARY)], report=events, backoff=FAST, outage=outage
+    )
+    async with running(sup):
+        b.orders.put_nowait("outage")
+        await events.expect("b", "stopped")
+        assert sup.state("b") is ChildState.STOPPED and b.incarnations == 1
+
+
+async def test_cancel_while_waiting_out_an_outage(events: Events) -> None:
+    trace: list[tuple[str, str]] = []
+    a, b = workers(trace, "a", "b")
+    slow = Backoff(initial=BOUND * 10, cap=BOUND * 10, jitter=0)
+    sup = Supervisor([a.spec(), b.spec()], report=events, backoff=slow, outage=outage)
+    async with running(sup) as task:
+        b.orders.put_nowait("outage")
+        await events.expect("b", "waiting_for_bus")
+        assert sup.state("b") is ChildState.WAITING
+        await cancel_and_wait(task)
+    assert events.names("stopped") == ["a"]
+
+
+def test_bus_errors_are_outages_and_our_bugs_are_not() -> None:
+    import nats.errors
+    import nats.js.errors
+
+    from rbot.bus.connection import BusClosed
+    from rbot.bus.outage import LeaseLost, is_outage
+
+    for exc in (
+        BusClosed("closed"),
+        LeaseLost("gone"),
+        nats.errors.TimeoutError(),
+        nats.errors.NoRespondersError(),
+        nats.errors.ConnectionClosedError(),
+        nats.errors.ConnectionReconnectingError(),
+        nats.js.errors.ServiceUnavailableError(),
+        ConnectionResetError(),
+        BaseExceptionGroup("g", [nats.errors.TimeoutError(), ExceptionGroup("h", [BusClosed()])]),
+    ):
+        assert is_outage(exc), exc
+    for exc in (
+        KeyError("x"),
+        ValueError(),
+        TimeoutError(),  # our own deadline, not the bus's
+        nats.js.errors.KeyWrongLastSequenceError(),
+        ExceptionGroup("g", [nats.errors.TimeoutError(), ZeroDivisionError()]),
+    ):
+        assert not is_outage(exc), exc
