@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
+from rbot.bus.credentials import auth_for
+from rbot.bus.identities import OPERATOR
 from rbot.bus.provision import provision
 
 from . import errors, marketcache, middleware
@@ -31,8 +33,11 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.nats_url or "nats://127.0.0.1:4222"
-        bus = await connect(url, settings.subjects(), f"rbot-api-{instance}")
-        await provision(bus, settings.rbot_replicas)
+        bus = await connect(
+            url, settings.subjects(), f"rbot-api-{instance}", auth=auth_for(settings, "api")
+        )
+        if bus.identity in (None, OPERATOR):  # the api identity may not create streams
+            await provision(bus, settings.rbot_replicas)
         ctx = ApiContext(settings=settings, bus=bus)
         ctx.extras[AUTH_KEY] = auth_services
         await auth_services.passwords.warm()
