@@ -34,6 +34,18 @@ class ForeignNats:
         self.writer.write(f"SUB {subject} {sid}\r\nPING\r\n".encode())
         await self.writer.drain()
 
+    async def refusal(self) -> str:
+        """After a CONNECT the server refuses: its -ERR, read until it hangs up.
+
+        Nothing more is written first (a write racing the server's close is
+        answered with a reset that can swallow the -ERR).
+        """
+        assert self.reader is not None
+        while line := await self.reader.readline():
+            if line.startswith(b"-ERR"):
+                return line.decode(errors="replace").strip()
+        raise ConnectionError("closed without an error")
+
     async def flush(self) -> None:
         """PING and wait for the PONG: everything sent before is processed by the server."""
         assert self.reader is not None and self.writer is not None
