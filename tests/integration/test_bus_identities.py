@@ -183,7 +183,8 @@ async def test_tap_reads_events_and_nothing_else(
     await tap.nc.subscribe(s.all_heartbeats)
     assert await tap.clean()
     await operator.nc.publish(s.pulse, b"pulse")
-    assert (await sub.next_msg(timeout=10)).data == b"pulse"
+    await operator.nc.flush()
+    assert (await sub.next_msg(timeout=20)).data == b"pulse"
 
     assert await tap.denied(s.exec("oanda", "EUR_USD"))
     assert await tap.denied(s.order_place)
