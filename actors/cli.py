@@ -24,9 +24,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from nats.js.errors import KeyNotFoundError
 from pydantic import SecretStr
 
-from rbot.bus import codec
+from rbot.bus import codec, fence, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.credentials import (
@@ -38,11 +39,14 @@ from rbot.bus.credentials import (
     operator_auth,
 )
 from rbot.bus.identities import IDENTITIES, OPERATOR, permissions
-from rbot.bus.messages import TradingState, TradingStateRecord
+from rbot.bus.kvscan import scan
+from rbot.bus.messages import ActorStatus, PartitionCounts, TradingState, TradingStateRecord
+from rbot.bus.migrate import PartitionsChanged, migrate
 from rbot.bus.provision import provision
 
 from . import usercli
 from .base import Actor, default_instance
+from .heartbeat import read_trading_state
 from .reporter import Reporter
 from .supervisor import ChildSpec, Escalation, Restart, Supervisor
 
@@ -239,6 +243,7 @@ async def provision_first(settings: Settings, url: str) -> None:
     bus = await connect(url, settings.subjects(), "rbot-provision", auth=auth)
     try:
         await provision(bus, settings.rbot_replicas)
+        await migrate(bus, default_instance())
     finally:
         await bus.close()
 
@@ -332,6 +337,51 @@ def cmd_creds(settings: Settings, identity: str | None) -> int:
     return 0
 
 
+async def cmd_status(settings: Settings) -> None:
+    """Trading state, who owns each executor partition, order counts, actors."""
+    subjects = settings.subjects()
+    bus = await connect(
+        settings.nats_url or DEFAULT_URL, subjects, "rbot-status", auth=operator_auth(settings)
+    )
+    try:
+        print(f"NATS          {settings.nats_url or DEFAULT_URL} (prefix {subjects.prefix})")
+        print(f"trading       {await read_trading_state(bus)}")
+        orders_kv = await bus.kv("orders")
+        held = await fence.holders(orders_kv, subjects.partitions)
+        print(f"partitions    {subjects.partitions}")
+        for part in range(subjects.partitions):
+            owner, epoch = held.get(part, ("-", 0))
+            print(f"  {part:>3}  {owner:<40} epoch {epoch}")
+        per: dict[str, int] = {}
+        for owner, _ in held.values():
+            per[owner] = per.get(owner, 0) + 1
+        print("executors     " + (", ".join(f"{o}: {n}" for o, n in sorted(per.items())) or "none"))
+        counts: dict[str, int] = {}
+        for part in range(subjects.partitions):
+            try:
+                entry = await orders_kv.get(keys.counters(part))
+            except KeyNotFoundError:
+                continue
+            if entry.value:
+                c = codec.decode(entry.value, PartitionCounts)
+                for table in (c.ended, c.active):
+                    for status, n in table.items():
+                        counts[status] = counts.get(status, 0) + n
+        print(
+            "orders        " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+        )
+        actors = [
+            codec.decode(e.value, ActorStatus)
+            for e in await scan(await bus.kv("actors"), "*.*") if e.value
+        ]  # fmt: skip
+        print("actors")
+        for st in sorted(actors, key=lambda a: (a.actor, a.instance)):
+            flag = "SILENT" if st.silent else st.state
+            print(f"  {st.actor:<16} {st.instance:<40} {flag} (restarts {st.restarts})")
+    finally:
+        await bus.close()
+
+
 def format_tap(subject: str, data: bytes, raw: bool = False) -> str:
     if raw:
         return f"{subject} {data.decode(errors='replace')}"
@@ -362,6 +412,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c = sub.add_parser("creds", help="NATS identities; `rbot creds tap` shows how to tap")
     c.add_argument("identity", nargs="?", choices=IDENTITIES, help="show this one's password")
+    sub.add_parser("status", help="trading state, executor partitions, order counts, actors")
     usercli.add_parser(sub)
     return p
 
@@ -382,6 +433,9 @@ def _run(coro: Coroutine[Any, Any, Any]) -> int:
 
     try:
         result = asyncio.run(main())
+    except PartitionsChanged as exc:
+        print(f"rbot: {exc}", file=sys.stderr)
+        return 2
     except (Escalation, BaseExceptionGroup) as exc:
         esc = _find(exc, Escalation)
         if esc is None:
@@ -418,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(cmd_tap(settings, args.subject, args.raw, args.count, args.identity))
     if args.cmd == "creds":
         return cmd_creds(settings, args.identity)
+    if args.cmd == "status":
+        return _run(cmd_status(settings))
     if args.cmd == "user":
         return _run(usercli.run(args, settings))
     raise SystemExit(2)

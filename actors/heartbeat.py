@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
-from rbot.bus import codec
+from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.lease import lead
+from rbot.bus.lifecycle import GONE
 from rbot.bus.messages import (
     ActorEvent,
     ActorStatus,
@@ -33,7 +34,6 @@ from rbot.bus.timing import every, raise_if_cancelled
 from .base import Actor, Ready
 
 FORGET_AFTER_S = 60.0
-TRADING_KEY = "trading"
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Registry:
         for (actor, _), s in list(self.seen.items()):
             if actor == ev.actor:
                 s.restarts = max(s.restarts, ev.restarts)
-                if ev.state in ("stopped", "abandoned"):
+                if ev.state in GONE:
                     del self.seen[(actor, s.instance)]
 
     def sweep(self, now: float) -> list[_Seen]:
@@ -101,7 +101,7 @@ class Registry:
 async def read_trading_state(bus: Bus) -> TradingState:
     kv = await bus.kv("control")
     try:
-        entry = await kv.get(TRADING_KEY)
+        entry = await kv.get(keys.TRADING)
     except KeyNotFoundError:
         return TradingState.ACTIVE
     if entry.value is None:
@@ -177,5 +177,5 @@ class HeartbeatActor(Actor):
                 bus.subjects.pulse, codec.encode_envelope("heartbeat", "heartbeat", pulse)
             )
             for st in statuses:
-                await actors_kv.put(f"{st.actor}.{st.instance}", codec.encode(st))
+                await actors_kv.put(keys.actor_status(st.actor, st.instance), codec.encode(st))
                 raise_if_cancelled()

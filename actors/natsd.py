@@ -23,6 +23,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.credentials import ensure_credentials, operator_auth, password_hashes
 from rbot.bus.identities import render_authorization
+from rbot.bus.migrate import migrate
 from rbot.bus.provision import provision
 
 from .base import Ready
@@ -149,6 +150,7 @@ class EmbeddedNats:
             )
             try:
                 await provision(bus, self.settings.rbot_replicas)
+                await migrate(bus, "rbot-up")
             finally:
                 await bus.close()
             log.info("nats-server pid %s ready on %s", proc.pid, self.url)

@@ -3,11 +3,13 @@
 One leader (KV lease ``ttl_reaper``).  It never writes order state: it sends an
 ``expire`` command to the executor that owns the order's partition, which
 checks the deadline itself and applies it once (a CLOSED order cannot close
-again).  Deadlines come from a watch of KV ``orders`` (``o.*``); the watch is
-re-created after a reconnect, with a full re-read, since a watch is a hint.
-Every ``RBOT_REAPER_INTERVAL_S`` the due orders get their command; one still
-due on the next round gets it again with the same ``Nats-Msg-Id``, so a lost
-command is replaced and a duplicate is dropped (R11).
+again).  Deadlines come from a watch of the **active set** (``a.>`` in KV
+``orders``: one marker per PENDING / OPEN order, carrying its deadline), so its
+cost follows the active orders, never the history.  The watch is re-created
+after a reconnect, with a full re-read, since a watch is a hint.  Every
+``RBOT_REAPER_INTERVAL_S`` the due orders get their command; one still due on
+the next round gets it again with the same ``Nats-Msg-Id``, so a lost command
+is replaced and a duplicate is dropped (R11).
 """
 
 from __future__ import annotations
@@ -20,19 +22,10 @@ from nats.js.kv import KeyValue
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.lease import lead
-from rbot.bus.messages import ExpireCmd, Order, OrderStatus
+from rbot.bus.messages import ActiveMark, ExpireCmd
 from rbot.bus.timing import every
 
 from .base import Actor, Ready
-
-
-def deadline(order: Order) -> dt.datetime | None:
-    """When an active order must be expired (PENDING) or closed (OPEN)."""
-    if order.status is OrderStatus.PENDING and order.expires_at:
-        return codec.parse_iso(order.expires_at)
-    if order.status is OrderStatus.OPEN and order.opened_at:
-        return codec.parse_iso(order.opened_at) + dt.timedelta(minutes=order.max_hold_min)
-    return None
 
 
 class TtlReaper(Actor):
@@ -44,7 +37,8 @@ class TtlReaper(Actor):
         await lead(bus, "ttl_reaper", self.instance, self._lead)
 
     async def _lead(self) -> None:
-        self.deadlines: dict[str, tuple[dt.datetime, Order]] = {}
+        # order id -> (deadline, venue, symbol, status)
+        self.deadlines: dict[str, tuple[dt.datetime, str, str, str]] = {}
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch())
             tg.create_task(self._reap())
@@ -53,7 +47,7 @@ class TtlReaper(Actor):
         kv = await self.bus.kv("orders")
         while True:
             self.bus.reconnected.clear()
-            watcher = await kv.watch(keys.orders_all())
+            watcher = await kv.watch(keys.active_all())
             try:
                 async with asyncio.TaskGroup() as tg:
                     consumer = tg.create_task(self._consume(watcher))
@@ -65,24 +59,24 @@ class TtlReaper(Actor):
 
     async def _consume(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
-            if entry is None or not entry.value:
+            if entry is None:
                 continue
-            order = codec.decode(entry.value, Order)
-            when = deadline(order)
-            if when is None:
-                self.deadlines.pop(order.id, None)
+            _, _, oid = keys.parse_active(entry.key)
+            mark = codec.decode(entry.value, ActiveMark) if entry.value else None
+            if mark is None or mark.deadline is None:
+                self.deadlines.pop(oid, None)
             else:
-                self.deadlines[order.id] = (when, order)
+                when = codec.parse_iso(mark.deadline)
+                self.deadlines[oid] = (when, mark.venue, mark.symbol, mark.status)
 
     async def _reap(self) -> None:
         async for _ in every(self.settings.rbot_reaper_interval_s):
             now = dt.datetime.now(dt.UTC)
-            for oid, (when, order) in list(self.deadlines.items()):
+            for oid, (when, venue, symbol, status) in list(self.deadlines.items()):
                 if when > now:
                     continue
-                subject = self.bus.subjects.exec(order.venue, order.symbol)
-                cmd = ExpireCmd(order_id=oid)
-                msg_id = f"expire.{oid}.{order.status}"
+                subject = self.bus.subjects.exec(venue, symbol)
+                msg_id = f"expire.{oid}.{status}"
                 await self.bus.js.publish(
-                    subject, codec.encode(cmd), headers={"Nats-Msg-Id": msg_id}
+                    subject, codec.encode(ExpireCmd(order_id=oid)), headers={"Nats-Msg-Id": msg_id}
                 )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from nats.errors import Error as NatsError
 
-from rbot.bus import codec
+from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.credentials import auth_for
@@ -68,7 +68,7 @@ class Reporter:
                 try:
                     # looked up per change: the bucket may not be provisioned yet
                     kv = await bus.kv("actors")
-                    await kv.put(f"lifecycle.{ev.actor}.{self.instance}", codec.encode(ev))
+                    await kv.put(keys.lifecycle(ev.actor, self.instance), codec.encode(ev))
                 except (NatsError, TimeoutError) as exc:
                     log.info(
                         "lifecycle snapshot of %s not stored: %s", ev.actor, type(exc).__name__

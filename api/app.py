@@ -18,7 +18,7 @@ from rbot.bus.provision import provision
 from . import errors, marketcache, middleware
 from .candles import watch_ticks
 from .context import ApiContext
-from .routers import admin, auth, dashboard, events, health, market, orders, system
+from .routers import admin, auth, dashboard, events, health, market, meta, orders, system
 from .security import EXTRAS_KEY as AUTH_KEY
 from .security import Auth
 
@@ -72,5 +72,6 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
     app.include_router(orders.router)
     app.include_router(market.router)
     app.include_router(system.router)
+    app.include_router(meta.router)
     app.include_router(dashboard.router)
     return app

@@ -17,13 +17,13 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from rbot.bus import codec
+from rbot.bus import codec, granularity
 from rbot.bus.connection import Bus
 from rbot.bus.messages import Tick
 
 log = logging.getLogger("rbot.api.candles")
 
-GRANULARITY_S: dict[str, int] = {"S5": 5, "S15": 15, "M1": 60, "M5": 300, "M15": 900, "H1": 3600}
+GRANULARITY_S: dict[str, int] = granularity.from_ticks_seconds()  # bus/granularity.py
 
 
 @dataclass

@@ -21,10 +21,9 @@ from fastapi import Depends
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
-from rbot.bus import codec
+from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.messages import ActorStatus, Book, Candle
-from rbot.bus.subjects import check_token
 
 from .context import ApiContext, Ctx
 
@@ -115,7 +114,7 @@ async def feed_status(bus: Bus, venue: str) -> ActorStatus | None:
     """The feed leader's last status (KV ``actors``, key ``feed.<venue>``), if any."""
     kv = await bus.kv("actors")
     try:
-        entry = await kv.get(f"feed.{check_token(venue, 'venue')}")
+        entry = await kv.get(keys.feed(venue))
     except KeyNotFoundError:
         return None
     if not entry.value:

@@ -15,7 +15,6 @@ scrape, plus the app's own scrape counter.
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -249,10 +248,10 @@ async def _prices(ctx: ApiContext) -> list[Metric]:
 
 
 async def _orders(ctx: ApiContext) -> list[Metric]:
-    counts = collections.Counter(o.status for o in await orderbook.all_orders(ctx.bus))
+    counts = await orderbook.order_counts(ctx.bus)  # counters kept by the executors
     fam = GaugeMetricFamily("rbot_orders", "orders by status", labels=["status"])
     for s in OrderStatus:
-        fam.add_metric([s.value], counts.get(s, 0))
+        fam.add_metric([s.value], counts.get(s.value, 0))
     return [fam]
 
 

@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Token = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["EUR_USD"])]
+from rbot.bus.subjects import TOKEN_PATTERN
+
+Token = Annotated[str, Field(pattern=TOKEN_PATTERN, examples=["EUR_USD"])]
 Price = Annotated[Decimal, Field(gt=0, max_digits=24, decimal_places=10)]
 Qty = Annotated[Decimal, Field(gt=0, max_digits=24, decimal_places=10)]
 

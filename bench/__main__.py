@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.natsd import nats_server_bin
+from rbot.actors.natsd import server_binary as nats_server_bin
 
-from . import book, jetstream, orders, sse
+from . import book, history, jetstream, orders, sse
 from .common import Row, Section, cheap_failed_sniffio_import, fmt, fmt_ratio, machine, table
 
-ALL = ("book", "js", "orders", "sse")
-BUDGET_S = 160.0  # the async benchmarks together; book adds ~10 s before them
+ALL = ("book", "js", "orders", "sse", "history")
+BUDGET_S = 300.0  # the async benchmarks together; book adds ~10 s before them
 
 
 def _load() -> str:
@@ -71,6 +71,8 @@ async def _async_benches(
                 sec = await orders.run(sub, quick, nodelay)
             elif name == "sse":
                 sec = await sse.run(sub, quick, nodelay)
+            elif name == "history":
+                sec = await history.run(sub, quick)
             else:
                 continue
             _show(sec, time.perf_counter() - t0)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.natsd import nats_server_bin
+from rbot.actors.natsd import server_binary as nats_server_bin
 
 _LISTEN = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
 _MONITOR = re.compile(r"Starting http monitor on [\d.]+:(\d+)")

@@ -55,8 +55,6 @@ ACTOR_IDENTITY: Final[Mapping[str, str]] = {
     "ttl_reaper": "reaper",
 }
 
-EXECUTOR_CONSUMER: Final = "paper_executor"  # today's single durable (actors/paper/executor.py)
-
 
 class UnknownIdentity(KeyError):
     """No such identity (nor an actor mapped to one)."""
@@ -85,8 +83,8 @@ def inbox_prefix(identity: str) -> str:
 
 
 def executor_consumers(s: Subjects) -> list[str]:
-    """Durable EXEC consumers the executor may own: today's one, and one per partition."""
-    return [EXECUTOR_CONSUMER, *(f"{EXECUTOR_CONSUMER}_p{n}" for n in range(s.partitions))]
+    """The durable EXEC consumers the executor owns: one per partition."""
+    return [s.exec_consumer(n) for n in range(s.partitions)]
 
 
 # -- building blocks ---------------------------------------------------------
@@ -129,7 +127,7 @@ def _pull_consumer(stream: str, name: str) -> list[str]:
 
 
 def _beats(s: Subjects, *actors: str) -> list[str]:
-    return [s.actor_heartbeats(a) for a in actors]
+    return [s.heartbeats_of(a) for a in actors]
 
 
 def _actors_of(identity: str) -> list[str]:
@@ -170,7 +168,9 @@ def permissions(identity: str, s: Subjects) -> Permissions:
         pub += [f"{JS_API}.STREAM.INFO.{s.stream(n)}" for n in ("EXEC", "SYSTEM")]  # /ready
         sub += [s.all_events, s.all_market_data]
     elif identity == "guard":
+        # rejections: durable (ORDERS) and, for rate limits, core only (evt.limit)
         pub = [s.all_exec, s.pattern("evt.order.*.*.order_rejected"), *beats]
+        pub.append(s.pattern("evt.limit.*.*"))
         pub += _kv_write(s, "orders", "idem.>")
         pub += _kv_read(s, "prices") + _kv_read(s, "control")
         pub += _kv_write(s, "limits") + _kv_write(s, "lockouts")
@@ -178,13 +178,12 @@ def permissions(identity: str, s: Subjects) -> Permissions:
         responses = True
     elif identity == "executor":
         pub = [s.order_events, *beats]
-        pub += _kv_write(s, "orders") + _kv_read(s, "prices")
-        pub += _kv_write(s, "leases", EXECUTOR_CONSUMER, f"{EXECUTOR_CONSUMER}.>")
+        pub += _kv_write(s, "orders") + _kv_read(s, "prices")  # partition fences live in orders
         exec_stream = s.stream("EXEC")
         pub.append(f"{JS_API}.STREAM.INFO.{exec_stream}")
         for name in executor_consumers(s):
             pub += _pull_consumer(exec_stream, name)
-        sub.append(s.ticks())
+        sub += [s.ticks(), s.heartbeats_of("paper_executor")]  # peers share the partitions
     elif identity == "feeds":
         pub = [s.all_market_data, *beats]
         pub += _kv_write(s, "prices")

@@ -46,6 +46,10 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True):
     seq: int = 0
     source: str = "sim"
     tradeable: bool = True
+    # what the venue said is available at the best bid / ask (OANDA's ``liquidity``);
+    # None where it said nothing (the sim, Coinbase's ticker)
+    bid_liquidity: int | None = None
+    ask_liquidity: int | None = None
 
     @property
     def mid(self) -> Decimal | None:
@@ -142,10 +146,16 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class IdemRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """KV ``orders`` key ``idem.<user>.<key>``; its create revision is the order number."""
+    """KV ``orders`` key ``idem.<user>.<key>``; its create revision is the order number.
+
+    The record is never rewritten, so the order number is also its stream sequence in
+    the bucket's stream: a cancel for an order the executor has not booked yet finds
+    the order's venue and symbol (hence its partition) by that sequence."""
 
     request_hash: str
     ts: str
+    venue: str | None = None
+    symbol: str | None = None
 
 
 class Position(msgspec.Struct, kw_only=True):
@@ -165,6 +175,8 @@ class Account(msgspec.Struct, kw_only=True):
     trades: int = 0
     # per ``<venue>.<symbol>`` (one writer each): ORDERS sequence of the last close booked
     booked: dict[str, int] = msgspec.field(default_factory=dict)
+    # realized P&L that had no rate to the account currency when it was booked, by currency
+    unconverted: dict[str, Decimal] = msgspec.field(default_factory=dict)
 
 
 class PlaceReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -211,6 +223,13 @@ class Order(msgspec.Struct, kw_only=True):
     reject_message: str | None = None
     last_event: str | None = None  # type of the last event published for it
     events: int = 0  # how many events were published for it
+    # the writer: executor instance and the epoch (fence revision) of its partition lease
+    executor: str | None = None
+    epoch: int = 0
+    # a close was asked for while the market had no usable price: done on the next tick
+    closing: str | None = None
+    # accepted while trading was REDUCING: it may only shrink the net position
+    reduce_only: bool = False
 
 
 # commands on rbot.exec.<partition>.<venue>.<symbol>: one tagged union
@@ -224,6 +243,23 @@ class CancelCmd(msgspec.Struct, frozen=True, tag="cancel", tag_field="cmd"):
     order_id: str
     user: str
     reason: str = "CLIENT_REQUEST"
+
+
+class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """API -> order_guard (``<p>.cmd.order.cancel``): cancel or close one order."""
+
+    user: str
+    order_id: str
+    request_id: str = ""
+
+
+class CancelReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    ok: bool
+    order_id: str
+    status: str | None = None
+    requested: str | None = None  # cancel | close
+    code: str | None = None
+    message: str | None = None
 
 
 class ExpireCmd(msgspec.Struct, frozen=True, tag="expire", tag_field="cmd"):
@@ -258,6 +294,72 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     realized_pnl: Decimal | None = None
     currency: str | None = None
     balance: Decimal | None = None
+    created_at: str | None = None
+    opened_at: str | None = None
+    closed_at: str | None = None
+    entry_fill: Fill | None = None
+    closing: str | None = None
+    # who applied it: the executor instance and its partition lease's epoch (fencing)
+    executor: str | None = None
+    epoch: int | None = None
+    partition: int | None = None
+
+
+# --------------------------------------------------------------------------
+# order state at scale (KV ``orders``; keys in bus/keys.py)
+
+
+class ActiveMark(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``a.<part>.<user>.<id>``: an order in the active set.
+
+    Present while the order is PENDING or OPEN, and after it ends until every effect
+    of its last event is booked; ``n`` / ``seq`` say which event was booked last (its
+    number and ORDERS sequence), so a rebuild repairs exactly the orders that lag."""
+
+    status: str
+    venue: str
+    symbol: str
+    side: str
+    qty: Decimal
+    deadline: str | None = None  # when the reaper must expire (PENDING) or close (OPEN) it
+    n: int = 0
+    seq: int = 0
+    reduce_only: bool = False
+
+
+class UserIndexHead(msgspec.Struct, kw_only=True):
+    """``uh.<user>``: how many history chunks the user has (the last one is filling)."""
+
+    chunks: int = 1
+
+
+class UserIndexChunk(msgspec.Struct, kw_only=True):
+    """``ul.<user>.<n>``: up to ``CHUNK`` order ids, oldest first."""
+
+    ids: list[str] = msgspec.field(default_factory=list)
+
+
+class PartitionCounts(msgspec.Struct, kw_only=True):
+    """``n.<part>``: orders by status, kept as changes happen (never a scan)."""
+
+    ended: dict[str, int] = msgspec.field(default_factory=dict)  # final statuses, cumulative
+    active: dict[str, int] = msgspec.field(default_factory=dict)  # PENDING / OPEN now
+    recent: list[str] = msgspec.field(default_factory=list)  # ids counted last (idempotency)
+    ts: str = ""
+
+
+class FenceRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """``fence.<part>``: the partition's owner; the entry's revision is the epoch."""
+
+    owner: str
+    ts: str
+
+
+class RateWindow(msgspec.Struct, kw_only=True):
+    """``limits`` ``rl.<user>``: a token bucket shared by every guard."""
+
+    tokens: float
+    ts: float
 
 
 # --------------------------------------------------------------------------

@@ -17,6 +17,11 @@ from .connection import Bus
 log = logging.getLogger("rbot.bus")
 
 DUPLICATE_WINDOW_S = 600.0  # JetStream de-dup window for ORDERS and EXEC
+# ORDERS is the audit trail and the SSE replay source, not the history: orders stay
+# queryable in KV ``orders`` (o.<id>, the per-user index) after their events age out
+ORDERS_MAX_AGE_S = 90 * 24 * 3600.0
+# (no max_bytes: JetStream reserves a stream's max_bytes up front against the server's store)
+LEGACY_CONSUMERS = ("paper_executor",)  # one consumer on exec.> (before partitions)
 LEASE_TTL_S = 6.0
 
 
@@ -27,10 +32,11 @@ class BucketSpec:
     ttl: float | None = None
     max_value_size: int = 64 * 1024
     memory: bool = False  # no fsync: state that may be lost with the server (rate windows)
+    msg_ttl: bool = False  # per-message TTLs (purge markers of the active set go by themselves)
 
 
 BUCKET_SPECS = (
-    BucketSpec("orders", history=1),
+    BucketSpec("orders", history=1, msg_ttl=True),
     BucketSpec("users"),
     BucketSpec("tokens", ttl=30 * 24 * 3600.0),
     BucketSpec("prices"),
@@ -57,6 +63,7 @@ def stream_configs(bus: Bus, replicas: int = 1) -> list[api.StreamConfig]:
             num_replicas=replicas,
             duplicate_window=DUPLICATE_WINDOW_S,
             max_msg_size=256 * 1024,
+            max_age=ORDERS_MAX_AGE_S,
         ),
         api.StreamConfig(
             name=s.stream("EXEC"),
@@ -105,6 +112,18 @@ async def provision(bus: Bus, replicas: int = 1) -> None:
             await bus.js.create_key_value(kv_cfg)
         except BadRequestError as exc:  # exists with another config: keep the data
             log.info("bucket %s exists with another config (%s): kept", name, exc)
+        if spec.msg_ttl:
+            info = await bus.js.stream_info(f"KV_{name}")
+            if not info.config.allow_msg_ttl:
+                info.config.allow_msg_ttl = True  # may be turned on, never off
+                await bus.js.update_stream(info.config)
+    exec_stream = bus.subjects.stream("EXEC")
+    for legacy in LEGACY_CONSUMERS:  # would overlap the per-partition consumers
+        try:
+            await bus.js.delete_consumer(exec_stream, legacy)
+            log.info("deleted legacy consumer %s on %s", legacy, exec_stream)
+        except NotFoundError:
+            pass
 
 
 async def check(bus: Bus) -> list[str]:

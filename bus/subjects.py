@@ -136,10 +136,28 @@ class Subjects:
         part = partition_of(venue, symbol, self.partitions)
         return f"{self.prefix}.exec.{part}.{venue}.{symbol}"
 
+    def partition(self, venue: str, symbol: str) -> int:
+        return partition_of(
+            check_token(venue, "venue"), check_token(symbol, "symbol"), self.partitions
+        )
+
     def exec_partition(self, partition: int) -> str:
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} out of range")
         return f"{self.prefix}.exec.{partition}.>"
+
+    def exec_consumer(self, partition: int) -> str:
+        """The durable pull consumer of one partition on ``EXEC``."""
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} out of range")
+        return f"paper_executor_p{partition}"
+
+    def throttled(self, venue: str, symbol: str) -> str:
+        """Core (not stored): refusals that must cost no durable write (rate limits)."""
+        return (
+            f"{self.prefix}.evt.limit.{check_token(venue, 'venue')}.{check_token(symbol, 'symbol')}"
+            ".order_rejected"
+        )
 
     # -- events ------------------------------------------------------------
     def order_event(self, venue: str, symbol: str, type_: str) -> str:
@@ -154,12 +172,12 @@ class Subjects:
     def heartbeat(self, actor: str, instance: str) -> str:
         return f"{self.prefix}.hb.{check_token(actor, 'actor')}.{check_token(instance, 'instance')}"
 
-    def actor_heartbeats(self, actor: str) -> str:
-        return f"{self.prefix}.hb.{check_token(actor, 'actor')}.*"
-
     @property
     def heartbeats(self) -> str:
         return f"{self.prefix}.hb.*.*"
+
+    def heartbeats_of(self, actor: str) -> str:
+        return f"{self.prefix}.hb.{check_token(actor, 'actor')}.*"
 
     @property
     def pulse(self) -> str:
@@ -215,6 +233,12 @@ class Subjects:
         if name not in BUCKETS:
             raise ValueError(f"unknown bucket {name}")
         return name if self.prefix == DEFAULT_PREFIX else f"{self.prefix}_{name}"
+
+    def kv_subject(self, bucket: str, key: str) -> str:
+        """The subject a KV entry lives on (``$KV.<bucket>.<key>``), for raw publishes."""
+        for part in key.split("."):
+            check_token(part, "key")
+        return f"$KV.{self.bucket(bucket)}.{key}"
 
     def consumer(self, name: str) -> str:
         return check_token(name, "consumer")

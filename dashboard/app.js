@@ -3,27 +3,17 @@
 
 import * as api from "./api.js";
 import { CandleChart } from "./chart.js";
-import { byTestId, fromTemplate } from "./dom.js";
-import { describe, Feed, PulseNarrator } from "./narrate.js";
+import { Depth } from "./depth.js";
+import { byTestId, fromTemplate, h } from "./dom.js";
+import { describe, Feed, isLifecycleEvent, PulseNarrator, setLifecycleTypes } from "./narrate.js";
 import { Prices } from "./prices.js";
-import { EventStream, isOrderEvent } from "./sse.js";
+import { EventStream, isOrderEvent, setOrderTypes } from "./sse.js";
 import { AdminControls, SystemPanel } from "./system.js";
 import { Tables } from "./tables.js";
-import { Ticket } from "./ticket.js";
+import { setTokenPattern, Ticket } from "./ticket.js";
 
-const EVENTS_URL = `/events?subjects=${encodeURIComponent("evt.>,md.tick.>")}`;
-const ACTOR_TYPES = new Set([
-  "starting",
-  "started",
-  "exited",
-  "crashed",
-  "restarting",
-  "stopping",
-  "stopped",
-  "abandoned",
-  "escalated",
-  "silent",
-]);
+// order books ride the stream too (at most 4/s per product): the depth panel shows the selected one
+const EVENTS_URL = `/events?subjects=${encodeURIComponent("evt.>,md.tick.>,md.book.>")}`;
 const CONN_LABELS = {
   idle: "Disconnected",
   connecting: "Connecting…",
@@ -32,6 +22,8 @@ const CONN_LABELS = {
   offline: "Offline — retrying",
 };
 const CANDLES = 100;
+const RECONCILE_MS = 5000; // order tables: a full refetch at most this often (events do the rest)
+const MARKS_MS = 3000; // open positions: the API's marks and P&L at most this often
 
 const $ = (id) => byTestId(id);
 
@@ -39,6 +31,7 @@ const $ = (id) => byTestId(id);
 
 const prices = new Prices($("prices-body"), { onSelect: (v, s) => selectSymbol(v, s, true) });
 const chart = new CandleChart($("chart-canvas"), { max: CANDLES });
+const depth = new Depth({ body: $("depth-body"), title: $("depth-symbol"), note: $("depth-note") });
 const feed = new Feed($("feed"), $("feed-list"), $("feed-jump"), { max: 500 });
 const pulses = new PulseNarrator();
 const system = new SystemPanel({
@@ -68,7 +61,6 @@ const tables = new Tables(
   },
   {
     canTrade: false,
-    quote: (venue, symbol) => prices.quote(venue, symbol),
     onCancel: (id) => orderAction(id, "cancel"),
     onClose: (id) => orderAction(id, "close"),
   },
@@ -81,6 +73,8 @@ new MutationObserver(() => {
 
 /** The signed-in session: who, the stream, the role-specific parts. */
 let session = null;
+/** GET /meta: the server's lists (granularities, venues, event types, token rule). */
+let meta = null;
 
 // ---------------------------------------------------------------- session
 
@@ -90,10 +84,43 @@ async function boot() {
   $("logout-button").addEventListener("click", onLogout);
   $("chart-granularity").addEventListener("change", () => loadCandles());
   try {
-    startSession(await api.get("/auth/me"));
+    applyMeta(await api.get("/meta", { auth: false }));
+    // the probe answers 200 either way: no failed request in the console before sign-in
+    let probe = await api.get("/auth/session", { auth: false });
+    if (!probe.authenticated && probe.refreshable && (await api.refreshSession())) {
+      probe = await api.get("/auth/session", { auth: false });
+    }
+    if (probe.authenticated) startSession(probe.user);
+    else showLogin();
   } catch (err) {
-    showLogin(err.status === 401 ? "" : err.display);
+    showLogin(err.display);
   }
+}
+
+/** Fill what the page offers from the server's lists (no copies in the page). */
+function applyMeta(m) {
+  meta = m;
+  setOrderTypes(m.event_types.order);
+  setLifecycleTypes(m.event_types.lifecycle);
+  setTokenPattern(m.token_pattern);
+  const select = $("chart-granularity");
+  const options = m.granularities.chart.map((g) =>
+    h("option", { value: g, text: granularityLabel(m.granularities.seconds[g] ?? 0, g) }),
+  );
+  select.replaceChildren(...options);
+  select.value = m.granularities.chart_default;
+}
+
+function granularityLabel(secs, name) {
+  if (!secs) return name;
+  if (secs < 60) return `${secs} s`;
+  if (secs < 3600) return `${secs / 60} min`;
+  if (secs < 86400) return `${secs / 3600} h`;
+  return `${secs / 86400} d`;
+}
+
+function hasBooks(venue) {
+  return Boolean(meta?.venues?.find((v) => v.venue === venue)?.books);
 }
 
 function showLogin(error = "", note = "") {
@@ -157,7 +184,7 @@ function startSession(me) {
   if (canTrade) {
     const panel = fromTemplate("tpl-ticket");
     $("ticket-slot").replaceChildren(panel);
-    session.ticket = new Ticket(panel.querySelector("form"), { prices, onPlaced: () => scheduleRefresh() });
+    session.ticket = new Ticket(panel.querySelector("form"), { prices, onPlaced: () => scheduleReconcile() });
   }
   if (role === "admin") {
     const controls = fromTemplate("tpl-admin");
@@ -191,6 +218,8 @@ function endSession(error = "", note = "") {
     session.stream?.stop();
     session = null;
   }
+  stopTimers();
+  depth.select(null);
   $("ticket-slot").replaceChildren();
   $("admin-slot").replaceChildren();
   system.els.admin = null;
@@ -229,18 +258,22 @@ function onEnvelope(env, seq) {
   if (env.type === "tick") {
     prices.update(p);
     chart.tick(p);
-    tables.onTick(p.venue, p.symbol);
+    if (tables.holds(p.venue, p.symbol)) scheduleMarks();
     session.ticket?.onTick(p);
     return;
   }
+  if (env.type === "book") {
+    depth.book(p);
+    return;
+  }
   if (env.type === "heartbeat") system.pulse(p, env.ts);
-  else if (ACTOR_TYPES.has(env.type)) system.actorEvent(env.type, p);
+  else if (isLifecycleEvent(env.type)) system.actorEvent(env.type, p);
   const line = describe(env, pulses);
   if (line) feed.add(line, env, seq);
   if (seq !== null) $("conn-status").dataset.lastId = String(seq);
   if (isOrderEvent(env)) {
-    if (env.type === "position_closed" && p.balance != null) tables.setBalance(p.balance, p.currency);
-    scheduleRefresh();
+    // the event carries the order: the tables move it at once, no request per event
+    if (tables.applyEvent(env.type, p, env.ts)) scheduleReconcile();
   }
 }
 
@@ -248,7 +281,7 @@ function onEnvelope(env, seq) {
 
 function reportError(what, err) {
   if (!session || err.status === 401) return;
-  const line = { icon: "⚠", tone: "bad", text: `Could not load ${what}: ${err.display}` };
+  const line = { icon: "warning", tone: "bad", text: `Could not load ${what}: ${err.display}` };
   feed.add(line, { type: "client_error", ts: new Date().toISOString() }, null);
 }
 
@@ -277,14 +310,35 @@ function loadAll() {
   refreshOrders();
 }
 
-let refreshTimer = 0;
-function scheduleRefresh() {
-  window.clearTimeout(refreshTimer);
-  refreshTimer = window.setTimeout(refreshOrders, 200);
+// Timers: a reconcile refetch at most every RECONCILE_MS after events (a burst of
+// events costs one), the API's marks at most every MARKS_MS while ticks move a held
+// symbol.
+const timers = { reconcile: 0, marks: 0 };
+
+function stopTimers() {
+  window.clearTimeout(timers.reconcile);
+  window.clearTimeout(timers.marks);
+  timers.reconcile = timers.marks = 0;
+}
+
+function scheduleReconcile() {
+  if (timers.reconcile) return;
+  timers.reconcile = window.setTimeout(() => {
+    timers.reconcile = 0;
+    refreshOrders();
+  }, RECONCILE_MS);
+}
+
+function scheduleMarks() {
+  if (timers.marks) return;
+  timers.marks = window.setTimeout(() => {
+    timers.marks = 0;
+    load("positions", "/positions", (d) => tables.renderPositions(d.positions || []));
+    load("the account", "/account", (d) => tables.renderAccount(d));
+  }, MARKS_MS);
 }
 
 function refreshOrders() {
-  refreshTimer = 0;
   load("pending orders", "/orders?status=PENDING&limit=200", (d) => tables.renderPending(d.orders || []));
   load("positions", "/positions", (d) => tables.renderPositions(d.positions || []));
   load("closed trades", "/orders?status=CLOSED&limit=50", (d) => tables.renderClosed(d.orders || []));
@@ -297,10 +351,10 @@ async function orderAction(id, what) {
   try {
     await api.del(`/orders/${encodeURIComponent(id)}`);
   } catch (err) {
-    box.textContent = `⛔ Could not ${what} ${id}: ${err.display}`;
+    box.textContent = `Could not ${what} ${id}: ${err.display}`;
     box.hidden = false;
   }
-  scheduleRefresh();
+  scheduleReconcile();
 }
 
 async function setTradingState(state, reason) {
@@ -320,6 +374,18 @@ function selectSymbol(venue, symbol, fromUser) {
   if (fromUser) session?.ticket?.setSymbol(venue, symbol);
   else if (session?.ticket && !session.ticket.value("symbol")) session.ticket.setSymbol(venue, symbol);
   loadCandles({ venue, symbol });
+  selectBook(venue, symbol);
+}
+
+// ---------------------------------------------------------------- depth
+
+function selectBook(venue, symbol) {
+  if (hasBooks(venue)) {
+    depth.select({ venue, symbol });
+  } else {
+    depth.select(null);
+    depth.message(`No order book for ${symbol} (${venue} quotes prices only)`);
+  }
 }
 
 async function loadCandles(target = chart.series) {

@@ -2,12 +2,15 @@
 // holds them (newest last, 500 lines, auto-scroll that pauses while the reader
 // looks further up).
 //
-//   11:55:27 📊 OCO Placed EUR_USD BUY 100 units | SL: 1.16, TP: 1.17 | Mode: paper | Status: PENDING
-//   11:55:28 ✓ Order Filled EUR_USD BUY 100 @ 1.16515 (ask 1.16515, spread 0.00014, slip 0)
-//   11:58:02 🏁 Position Closed EUR_USD BUY 100 @ 1.17000 TAKE_PROFIT_ORDER P&L +4.85 USD
+//   11:55:27 [placed] OCO Placed EUR_USD BUY 100 units | SL: 1.16, TP: 1.17 | Mode: paper | Status: PENDING
+//   11:55:28 [filled] Order Filled EUR_USD BUY 100 @ 1.16515 (ask 1.16515, spread 0.00014, slip 0)
+//   11:58:02 [closed] Position Closed EUR_USD BUY 100 @ 1.17000 TAKE_PROFIT_ORDER P&L +4.85 USD
+//
+// Icons are inline SVG by name (icons.js), never emoji.
 
 import { sign, signed } from "./decimal.js";
 import { clock, h } from "./dom.js";
+import { icon } from "./icons.js";
 
 const dash = (v) => (v === null || v === undefined || v === "" ? "—" : String(v));
 
@@ -18,7 +21,7 @@ function amount(p) {
 function placed(p) {
   const limit = p.order_type === "LIMIT" && p.limit_price ? ` LIMIT @ ${p.limit_price}` : "";
   return {
-    icon: "📊",
+    icon: "placed",
     tone: "info",
     text:
       `OCO Placed ${p.symbol} ${p.side} ${amount(p)}${limit} | SL: ${dash(p.stop_loss)}, ` +
@@ -30,13 +33,13 @@ function filled(p) {
   const f = p.fill;
   if (!f) {
     const at = p.entry_price ? ` @ ${p.entry_price}` : "";
-    return { icon: "✓", tone: "good", text: `Order Filled ${p.symbol} ${p.side} ${dash(p.qty)}${at}` };
+    return { icon: "filled", tone: "good", text: `Order Filled ${p.symbol} ${p.side} ${dash(p.qty)}${at}` };
   }
   const buy = p.side === "BUY";
   const quote = buy ? `ask ${dash(f.tick_ask)}` : `bid ${dash(f.tick_bid)}`;
   const gap = f.gap && sign(f.gap) ? `, gap ${f.gap}` : "";
   return {
-    icon: "✓",
+    icon: "filled",
     tone: "good",
     text:
       `Order Filled ${p.symbol} ${p.side} ${dash(p.qty)} @ ${f.price} ` +
@@ -55,7 +58,7 @@ function closed(p) {
     tone = s > 0 ? "good" : s < 0 ? "bad" : "neutral";
   }
   return {
-    icon: "🏁",
+    icon: "closed",
     tone,
     text: `Position Closed ${p.symbol} ${p.side} ${dash(p.qty)}${at}${reason}${pnl}`,
   };
@@ -72,7 +75,7 @@ function ended(icon, title, tone) {
 function rejected(p) {
   const why = [p.reason, p.message].filter(Boolean).join(": ");
   return {
-    icon: "⛔",
+    icon: "rejected",
     tone: "bad",
     text: `Order Rejected ${p.symbol} ${p.side} ${amount(p)}${why ? ` — ${why}` : ""}`,
   };
@@ -82,29 +85,42 @@ const ORDER = {
   oco_placed: placed,
   order_filled: filled,
   position_closed: closed,
-  order_cancelled: ended("✕", "Order Cancelled", "muted"),
-  order_expired: ended("⌛", "Order Expired", "warn"),
+  order_cancelled: ended("cancelled", "Order Cancelled", "muted"),
+  order_expired: ended("expired", "Order Expired", "warn"),
   order_rejected: rejected,
 };
 
 const ENDED = new Set(["order_cancelled", "order_expired"]);
 
-const ACTOR = {
-  starting: ["▸", "muted"],
-  started: ["▶", "good"],
-  stopping: ["■", "muted"],
-  stopped: ["■", "muted"],
-  exited: ["⏏", "warn"],
-  crashed: ["💥", "bad"],
-  restarting: ["⟳", "warn"],
-  abandoned: ["⚠", "bad"],
-  escalated: ["⚠", "bad"],
-  silent: ["🔇", "warn"],
+// lifecycle event -> tone; the icon is the event's own (icons.js)
+const ACTOR_TONES = {
+  starting: "muted",
+  started: "good",
+  stopping: "muted",
+  stopped: "muted",
+  exited: "warn",
+  crashed: "bad",
+  restarting: "warn",
+  abandoned: "bad",
+  escalated: "bad",
+  silent: "warn",
 };
+
+/** The lifecycle event names, from GET /meta (the server's one list). */
+let lifecycleTypes = new Set();
+
+export function setLifecycleTypes(names) {
+  if (Array.isArray(names)) lifecycleTypes = new Set(names);
+}
+
+export function isLifecycleEvent(type) {
+  return lifecycleTypes.has(type);
+}
 
 function actor(env) {
   const p = env.payload || {};
-  const [icon, tone] = ACTOR[env.type];
+  const icon = env.type;
+  const tone = ACTOR_TONES[env.type] || "muted";
   const bits = [];
   if (p.restarts) bits.push(`restarts ${p.restarts}`);
   if (p.reason) bits.push(p.reason);
@@ -131,7 +147,7 @@ export class PulseNarrator {
     const ok = p.status === "ok";
     const halted = p.trading_state === "HALTED";
     return {
-      icon: ok ? "💓" : "⚠",
+      icon: ok ? "heartbeat" : "warning",
       tone: halted ? "bad" : ok ? "muted" : "warn",
       text:
         `Heartbeat ${p.status} | Trading: ${p.trading_state} | ${n} actor${n === 1 ? "" : "s"}` +
@@ -148,10 +164,10 @@ export function describe(env, pulses) {
     const tagged = !ENDED.has(env.type) && p.order_id;
     return { ...ORDER[env.type](p), orderId: tagged ? p.order_id : null };
   }
-  if (ACTOR[env.type]) return actor(env);
+  if (isLifecycleEvent(env.type)) return actor(env);
   if (env.type === "heartbeat") return pulses ? pulses.describe(p) : null;
   if (env.type === "tick") return null;
-  return { icon: "•", tone: "muted", text: `${env.type} ${env.source || ""}`.trim() };
+  return { icon: "dot", tone: "muted", text: `${env.type} ${env.source || ""}`.trim() };
 }
 
 export class Feed {
@@ -204,7 +220,7 @@ export class Feed {
       },
       h("time", { class: "feed-time", datetime: ts, text: clock(ts) }),
       " ",
-      h("span", { class: "feed-icon", "aria-hidden": "true", text: line.icon }),
+      h("span", { class: "feed-icon", "aria-hidden": "true" }, icon(line.icon)),
       " ",
       h("span", { class: "feed-text", text: line.text }),
       line.orderId ? " " : null,

@@ -9,17 +9,15 @@
 //
 // States: idle -> connecting -> connected -> reconnecting -> (offline) -> connected.
 
-const ORDER_TYPES = new Set([
-  "oco_placed",
-  "order_filled",
-  "order_rejected",
-  "order_cancelled",
-  "order_expired",
-  "position_closed",
-]);
+/** The order event types, from GET /meta (the server's one list). */
+let orderTypes = new Set();
+
+export function setOrderTypes(names) {
+  if (Array.isArray(names)) orderTypes = new Set(names);
+}
 
 export function isOrderEvent(env) {
-  return ORDER_TYPES.has(env.type);
+  return orderTypes.has(env.type);
 }
 
 /** Delays in ms: 0.5 s doubling to 15 s, with jitter; reset after a good connection. */

@@ -134,7 +134,7 @@ export class AdminControls {
           await onSetState(b.dataset.state, reason);
           this.message.textContent = `Trading state set to ${b.dataset.state}`;
         } catch (err) {
-          this.message.textContent = `⛔ ${err.message}${err.code ? ` (${err.code})` : ""}`;
+          this.message.textContent = `${err.message}${err.code ? ` (${err.code})` : ""}`;
           this.message.classList.add("error");
         } finally {
           this.updateState(this.state);

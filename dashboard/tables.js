@@ -1,19 +1,15 @@
-// Account summary and the order tables: pending orders, open positions (unrealized
-// P&L moved by ticks), closed trades. Cancel / close buttons exist only for traders.
+// Account summary and the order tables: pending orders, open positions, closed trades.
+// Cancel / close buttons exist only for traders.
+//
+// The tables follow the order events themselves (applyEvent: each event carries the
+// order after the change), so an event costs no request. Marks, unrealized P&L and
+// equity are the API's numbers (/positions, /account): the page keeps no copy of the
+// formula; the caller refetches them at a modest rate while positions are open.
 
-import { add, mul, round, sign, signed, sub, sum } from "./decimal.js";
+import { sign, signed } from "./decimal.js";
 import { h, show, stamp, until, when } from "./dom.js";
 
-const quoteCurrency = (symbol) => String(symbol).split(/[_-]/).pop();
-
-/** Unrealized P&L of a position at a quote, in the symbol's quote currency (exact), or null. */
-export function unrealized(pos, quote) {
-  if (!quote) return null;
-  const mark = pos.side === "BUY" ? quote.bid : quote.ask;
-  if (!mark || !pos.entry_price || !pos.qty) return null;
-  const diff = pos.side === "BUY" ? sub(mark, pos.entry_price) : sub(pos.entry_price, mark);
-  return diff === null ? null : { mark, pnl: mul(diff, pos.qty) };
-}
+const CLOSED_ROWS = 50;
 
 function pnlCell(value, currency, testid) {
   const s = value === null || value === undefined ? 0 : sign(value);
@@ -78,8 +74,9 @@ export class Tables {
   constructor(els, opts) {
     this.els = els;
     this.opts = opts;
+    this.pending = [];
     this.positions = [];
-    this.positionCells = new Map(); // order_id -> {mark, pnl}
+    this.closed = [];
     this.account = null;
     this.accountEls = els.account;
   }
@@ -90,6 +87,7 @@ export class Tables {
   }
 
   renderPending(orders) {
+    this.pending = orders;
     this.els.pendingCount.textContent = String(orders.length);
     if (!orders.length) {
       this.els.pending.replaceChildren(emptyRow(7, "No pending orders"));
@@ -120,55 +118,63 @@ export class Tables {
 
   renderPositions(positions) {
     this.positions = positions;
-    this.positionCells.clear();
     this.els.positionsCount.textContent = String(positions.length);
     if (!positions.length) {
       this.els.positions.replaceChildren(emptyRow(8, "No open positions"));
-      this.liveAccount();
       return;
     }
-    const rows = positions.map((p) => {
-      const mark = h("td", { class: "num", dataset: { testid: "position-mark" }, text: show(p.mark) });
-      const pnl = pnlCell(p.unrealized_pnl, p.currency, "position-pnl");
-      this.positionCells.set(p.order_id, { mark, pnl, live: null });
-      return h(
+    const rows = positions.map((p) =>
+      h(
         "tr",
         { dataset: { testid: "position-row", orderId: p.order_id, symbol: p.symbol } },
         symbolCell(p.symbol, p.order_id, `opened ${stamp(p.opened_at)}`),
         sideCell(p.side),
         h("td", { class: "num", text: show(p.qty) }),
         h("td", { class: "num", text: show(p.entry_price) }),
-        mark,
+        h("td", { class: "num", dataset: { testid: "position-mark" }, text: show(p.mark) }),
         levelsCell(p.stop_loss, p.take_profit),
-        pnl,
+        pnlCell(p.unrealized_pnl, p.currency, "position-pnl"),
         this.actionCell("Close", `Close position ${p.order_id}`, "close-button", () => this.opts.onClose(p.order_id)),
-      );
-    });
+      ),
+    );
     this.els.positions.replaceChildren(...rows);
-    for (const p of positions) this.onTick(p.venue, p.symbol);
   }
 
-  /** A tick moved a symbol: recompute its positions' mark and unrealized P&L. */
-  onTick(venue, symbol) {
-    let touched = false;
-    for (const p of this.positions) {
-      if (p.venue !== venue || p.symbol !== symbol) continue;
-      const cells = this.positionCells.get(p.order_id);
-      // live only when the P&L's currency is the symbol's quote currency (no FX conversion here)
-      if (!cells || (p.currency && quoteCurrency(p.symbol) !== p.currency)) continue;
-      const live = unrealized(p, this.opts.quote(venue, symbol));
-      if (!live) continue;
-      cells.live = live.pnl;
-      cells.mark.textContent = live.mark;
-      const fresh = pnlCell(live.pnl, p.currency, "position-pnl");
-      cells.pnl.className = fresh.className;
-      cells.pnl.textContent = fresh.textContent;
-      touched = true;
+  /** Whether a symbol has an open position (its marks are worth refetching). */
+  holds(venue, symbol) {
+    return this.positions.some((p) => p.venue === venue && p.symbol === symbol);
+  }
+
+  /**
+   * One order event (type, payload = the order after the change, ts): move the order
+   * between the tables at once. Returns true when the tables changed.
+   */
+  applyEvent(type, p, ts) {
+    const id = p.order_id;
+    if (!id) return false; // a rejection before an id: not in any table
+    const withoutPending = this.pending.filter((o) => o.id !== id);
+    const withoutPosition = this.positions.filter((o) => o.order_id !== id);
+    if (type === "oco_placed") {
+      this.renderPending([...withoutPending, pendingRow(p, ts)]);
+    } else if (type === "order_filled") {
+      this.renderPending(withoutPending);
+      this.renderPositions([...withoutPosition, positionRow(p, ts)]);
+    } else if (type === "position_closed") {
+      this.renderPositions(withoutPosition);
+      const rest = this.closed.filter((o) => o.id !== id);
+      this.renderClosed([closedRow(p, ts), ...rest].slice(0, CLOSED_ROWS));
+      if (p.balance != null) this.setBalance(p.balance, p.currency);
+    } else if (type === "order_cancelled" || type === "order_expired" || type === "order_rejected") {
+      this.renderPending(withoutPending);
+      if (withoutPosition.length !== this.positions.length) this.renderPositions(withoutPosition);
+    } else {
+      return false;
     }
-    if (touched) this.liveAccount();
+    return true;
   }
 
   renderClosed(orders) {
+    this.closed = orders;
     const sorted = [...orders].sort((a, b) => String(b.closed_at || "").localeCompare(String(a.closed_at || "")));
     this.els.closedCount.textContent = String(sorted.length);
     if (!sorted.length) {
@@ -208,7 +214,6 @@ export class Tables {
     this.setPnl(a.realized, acct.realized_pnl, cur);
     this.setPnl(a.unrealized, acct.unrealized_pnl, cur);
     a.open.textContent = show(acct.open_positions);
-    this.liveAccount();
   }
 
   resetAccount() {
@@ -225,7 +230,6 @@ export class Tables {
     if (currency && this.account.currency && currency !== this.account.currency) return;
     this.account = { ...this.account, balance };
     this.accountEls.balance.textContent = `${balance} ${this.account.currency || ""}`.trim();
-    this.liveAccount();
   }
 
   setPnl(el, value, currency) {
@@ -234,29 +238,58 @@ export class Tables {
     el.classList.toggle("pos", s > 0);
     el.classList.toggle("neg", s < 0);
   }
+}
 
-  /**
-   * Live equity = balance + unrealized P&L of the positions in the account currency
-   * (as the server counts it), with each position's live figure where ticks gave one.
-   */
-  liveAccount() {
-    const acct = this.account;
-    if (!acct || acct.balance == null) return;
-    const cur = acct.currency;
-    const parts = [];
-    let live = 0;
-    for (const p of this.positions) {
-      if (p.currency && p.currency !== cur) continue;
-      const cell = this.positionCells.get(p.order_id)?.live;
-      if (cell != null) live += 1;
-      const value = cell ?? p.unrealized_pnl;
-      if (value != null) parts.push(value);
-    }
-    if (!live) return; // nothing moved since the server's figures: they stand
-    const total = sum(parts);
-    if (total === null) return;
-    this.setPnl(this.accountEls.unrealized, total, cur);
-    const equity = add(acct.balance, total);
-    this.accountEls.equity.textContent = `${round(equity, 2) ?? show(acct.equity)} ${cur || ""}`.trim();
-  }
+// ---------------------------------------------------------------- rows from event payloads
+// (OrderEvent: order_id, venue, symbol, side, qty, order_type, status, stop_loss,
+// take_profit, entry_price, limit_price, expires_at, fill, reason, realized_pnl, currency)
+
+function pendingRow(p, ts) {
+  return {
+    id: p.order_id,
+    venue: p.venue,
+    symbol: p.symbol,
+    side: p.side,
+    qty: p.qty,
+    order_type: p.order_type,
+    limit_price: p.limit_price ?? null,
+    entry_price: p.entry_price ?? null,
+    stop_loss: p.stop_loss,
+    take_profit: p.take_profit,
+    expires_at: p.expires_at ?? null,
+    created_at: ts,
+  };
+}
+
+function positionRow(p, ts) {
+  return {
+    order_id: p.order_id,
+    venue: p.venue,
+    symbol: p.symbol,
+    side: p.side,
+    qty: p.qty,
+    entry_price: p.fill?.price ?? p.entry_price,
+    mark: null, // the API's, on the next /positions
+    unrealized_pnl: null,
+    currency: p.currency ?? null,
+    stop_loss: p.stop_loss,
+    take_profit: p.take_profit,
+    opened_at: p.fill?.time ?? ts,
+  };
+}
+
+function closedRow(p, ts) {
+  return {
+    id: p.order_id,
+    venue: p.venue,
+    symbol: p.symbol,
+    side: p.side,
+    qty: p.qty,
+    entry_price: p.entry_price,
+    exit_fill: p.fill ?? null,
+    close_reason: p.reason ?? null,
+    realized_pnl: p.realized_pnl ?? null,
+    currency: p.currency ?? null,
+    closed_at: p.fill?.time ?? ts,
+  };
 }

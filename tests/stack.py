@@ -19,7 +19,7 @@ import httpx
 from rbot.actors.cli import build_actors
 from rbot.actors.supervisor import ChildSpec, Supervisor
 from rbot.api.server import ApiServer
-from rbot.bus import codec
+from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import Tick
@@ -92,7 +92,7 @@ async def publish_tick(bus: Bus, venue: str, symbol: str, bid: str, ask: str, se
         bus.subjects.tick(venue, symbol), codec.encode_envelope("tick", venue, tick)
     )
     kv = await bus.kv("prices")
-    await kv.put(f"{venue}.{symbol}", codec.encode(tick))
+    await kv.put(keys.price(venue, symbol), codec.encode(tick))
 
 
 class EventTap:

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import ClassVar
 
-from rbot.bus import codec
+from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.lease import lead
@@ -48,7 +48,7 @@ class FeedActor(Actor):
 
     @property
     def status_key(self) -> str:
-        return f"feed.{self.venue}"
+        return keys.feed(self.venue)
 
     async def run(self, bus: Bus, ready: Ready) -> None:
         self.bus = bus

@@ -42,6 +42,7 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from rbot.bus import granularity
 from rbot.bus.codec import parse_iso, utc_iso
 from rbot.bus.messages import Book, BookLevel, Candle, Tick
 
@@ -51,17 +52,7 @@ VENUE = "coinbase"
 JWT_LIFETIME_S = 120
 CHANNELS = ("ticker", "ticker_batch", "level2", "heartbeats", "market_trades", "status", "candles")
 CHANNEL_ANSWERS = {"level2": "l2_data"}  # subscription name -> channel it answers on
-COINBASE_GRANULARITIES: dict[str, int] = {
-    "ONE_MINUTE": 60,
-    "FIVE_MINUTE": 300,
-    "FIFTEEN_MINUTE": 900,
-    "THIRTY_MINUTE": 1800,
-    "ONE_HOUR": 3600,
-    "TWO_HOUR": 7200,
-    "FOUR_HOUR": 14400,
-    "SIX_HOUR": 21600,
-    "ONE_DAY": 86400,
-}
+COINBASE_GRANULARITIES = granularity.COINBASE  # the one list: bus/granularity.py
 
 # --------------------------------------------------------------------------
 # public, typed results

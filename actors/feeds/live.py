@@ -41,6 +41,7 @@ import httpx
 import msgspec
 from websockets.exceptions import WebSocketException
 
+from rbot.bus import granularity
 from rbot.bus.config import Settings
 from rbot.bus.messages import Book, Candle
 from rbot.bus.timing import every
@@ -55,7 +56,7 @@ from .sim import SimMarket
 
 log = logging.getLogger("rbot.feeds")
 
-CANDLE_GRANULARITY = "M1"  # on the bus, OANDA's names for both venues
+CANDLE_GRANULARITY = granularity.BROKER_CANDLES  # on the bus, OANDA's names for both venues
 COINBASE_CANDLES = "ONE_MINUTE"
 
 
@@ -124,13 +125,23 @@ class SimSource(Source):
     name = "sim"
 
     async def run(self, out: FeedOutput) -> None:
-        market = SimMarket(self.venue, self.symbols, self.settings.rbot_sim_seed)
+        market = SimMarket(
+            self.venue,
+            self.symbols,
+            self.settings.rbot_sim_seed,
+            books=self.venue == "coinbase",  # level-2 books where the venue has them
+            depth=self.tuning.book_depth,
+        )
         log.info("sim source for %s: %s", self.venue, ", ".join(market.specs))
         st = self.stats
         st.state, st.attempts, st.connects = LinkState.STREAMING, 1, 1
         async for _ in every(self.settings.rbot_sim_interval_s):
             for tick in market.step():
                 await out.tick(tick)
+                book = market.book(tick)
+                if book is not None:
+                    await out.book(book)  # the path a real Coinbase book takes
+            await out.flush_books()
             st.messages += 1
             st.last_message_at = time.monotonic()
 

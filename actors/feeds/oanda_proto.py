@@ -30,6 +30,7 @@ from typing import Literal
 
 import msgspec
 
+from rbot.bus import granularity
 from rbot.bus.codec import parse_iso, utc_iso
 from rbot.bus.messages import Candle, Tick
 
@@ -37,13 +38,8 @@ from .errors import ProtocolError
 
 VENUE = "oanda"
 
-OANDA_GRANULARITIES: tuple[str, ...] = (
-    "S5", "S10", "S15", "S30",
-    "M1", "M2", "M4", "M5", "M10", "M15", "M30",
-    "H1", "H2", "H3", "H4", "H6", "H8", "H12",
-    "D", "W", "M",
-)  # fmt: skip
-DEFAULT_GRANULARITY = "S5"
+OANDA_GRANULARITIES = granularity.OANDA  # the one list: bus/granularity.py
+DEFAULT_GRANULARITY = granularity.DEFAULT_OANDA
 CANDLE_COUNT_DEFAULT = 500
 CANDLE_COUNT_MAX = 5000
 
@@ -54,7 +50,7 @@ PRICE_COMPONENTS: dict[str, CandleComponent] = {"M": "mid", "B": "bid", "A": "as
 
 class PriceBucket(msgspec.Struct, frozen=True):
     price: Decimal
-    liquidity: int = 0
+    liquidity: int | None = None  # absent: OANDA said nothing
 
 
 class PriceMsg(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -148,7 +144,8 @@ def to_tick(msg: PriceMsg, seq: int) -> Tick:
     OANDA says so or when either side is empty; the prices OANDA still quotes
     while untradeable are kept, so consumers must check ``tradeable`` (and
     ``None`` sides) before acting on a tick.  OANDA has no sequence numbers:
-    ``seq`` is the caller's own per-stream counter.
+    ``seq`` is the caller's own per-stream counter.  The best buckets'
+    ``liquidity`` goes along where OANDA sent it.
     """
     bid = msg.bids[0].price if msg.bids else None
     ask = msg.asks[0].price if msg.asks else None
@@ -161,6 +158,8 @@ def to_tick(msg: PriceMsg, seq: int) -> Tick:
         seq=seq,
         source=VENUE,
         tradeable=msg.tradeable and bid is not None and ask is not None,
+        bid_liquidity=msg.bids[0].liquidity if msg.bids else None,
+        ask_liquidity=msg.asks[0].liquidity if msg.asks else None,
     )
 
 

@@ -4,6 +4,14 @@ Pure core: ``SimMarket`` steps a mid price per symbol with a seeded RNG and
 quotes bid/ask around it with the symbol's spread; every value is an exact
 ``Decimal`` on the symbol's tick size.  Starting prices follow the seed
 (EUR_USD 1.1650, BTC-USD 42,500.50) so the seed's example orders are valid.
+
+With ``books=True`` (the Coinbase venue) each tick also gets a level-2
+``Book`` consistent with it (``book_for``): the best bid and ask are the
+tick's, ``depth`` levels a side step away from them by half a spread, and
+sizes are plausible for the symbol (about ``level_notional`` of quote
+currency a level, growing with distance, on the venue's 1e-8 size grid).
+Books draw from their own RNG, so the price walk of a seed does not depend
+on whether books are made.
 """
 
 from __future__ import annotations
@@ -13,7 +21,10 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from rbot.bus import codec
-from rbot.bus.messages import Tick
+from rbot.bus.messages import Book, BookLevel, Tick
+
+BOOK_DEPTH = 25
+SIZE_STEP = Decimal("0.00000001")  # Coinbase's base_increment for the majors
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,7 @@ class SimSpec:
     spread: Decimal  # ask - bid
     tick: Decimal  # price increment
     vol: float  # per-step relative standard deviation
+    level_notional: Decimal = Decimal(25000)  # typical quote-currency size of a book level
 
 
 SPECS: dict[str, SimSpec] = {
@@ -50,9 +62,20 @@ def spec_for(symbol: str) -> SimSpec:
 
 
 class SimMarket:
-    def __init__(self, venue: str, symbols: list[str], seed: int) -> None:
+    def __init__(
+        self,
+        venue: str,
+        symbols: list[str],
+        seed: int,
+        *,
+        books: bool = False,
+        depth: int = BOOK_DEPTH,
+    ) -> None:
         self.venue = venue
         self.rng = random.Random(f"{seed}:{venue}")
+        self.book_rng = random.Random(f"{seed}:{venue}:books")
+        self.books = books
+        self.depth = depth
         self.specs = {s: spec_for(s) for s in symbols}
         self.mids = {s: sp.start for s, sp in self.specs.items()}
         self.seq = 0
@@ -82,3 +105,32 @@ class SimMarket:
                 )
             )
         return ticks
+
+    def book(self, tick: Tick) -> Book | None:
+        """The level-2 book behind ``tick`` (None without books or without a price)."""
+        if not self.books or tick.bid is None or tick.ask is None:
+            return None
+        return book_for(tick, spec_for(tick.symbol), self.book_rng, self.depth)
+
+
+def book_for(tick: Tick, spec: SimSpec, rng: random.Random, depth: int = BOOK_DEPTH) -> Book:
+    """``depth`` levels a side whose best bid and ask are the tick's.
+
+    Levels are half a spread apart (at least one price tick); a level holds about
+    ``spec.level_notional`` of quote currency, more further from the touch, drawn
+    from ``rng`` and rounded to ``SIZE_STEP`` (never zero)."""
+    assert tick.bid is not None and tick.ask is not None
+    step = max((spec.spread / 2).quantize(spec.tick, rounding=ROUND_HALF_EVEN), spec.tick)
+    mid = (tick.bid + tick.ask) / 2
+
+    def size(i: int) -> Decimal:
+        scale = Decimal(repr(rng.lognormvariate(0.0, 0.5))) * (1 + Decimal(i) / 8)
+        raw = spec.level_notional * scale / mid
+        return max(raw.quantize(SIZE_STEP, rounding=ROUND_HALF_EVEN), SIZE_STEP)
+
+    bids = [BookLevel(tick.bid - step * i, size(i)) for i in range(depth)]
+    asks = [BookLevel(tick.ask + step * i, size(i)) for i in range(depth)]
+    bids = [lv for lv in bids if lv.price > 0]
+    return Book(
+        venue=tick.venue, symbol=tick.symbol, bids=bids, asks=asks, time=tick.time, seq=tick.seq
+    )

@@ -20,7 +20,10 @@ Checks run in this order and the first failure wins:
  4  qty_invalid           422   qty is not a positive number
  5  trading_reducing      409   REDUCING and the order does not shrink the
                                 user's net position (opposite side,
-                                qty <= abs(net))
+                                qty + pending reductions <= abs(net)); an
+                                accepted one is reduce-only: the executor
+                                cancels it rather than grow the position
+    ttl_too_long          422   ttl_minutes outside 1..MAX_HOLD_MIN
  6  oco_missing           422   stop_loss or take_profit is not a positive price
  7  price_invalid         422   a LIMIT without a limit, or a non-positive
                                 limit_price / entry_price
@@ -75,6 +78,7 @@ class Code(enum.StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     QTY_INVALID = "qty_invalid"
     TRADING_REDUCING = "trading_reducing"
+    TTL_TOO_LONG = "ttl_too_long"
     OCO_MISSING = "oco_missing"
     PRICE_INVALID = "price_invalid"
     QUALITY_MISSING = "quality_missing"
@@ -96,6 +100,7 @@ HTTP_STATUS: Final[Mapping[Code, int]] = MappingProxyType(
         Code.UNKNOWN_SYMBOL: 422,
         Code.QTY_INVALID: 422,
         Code.TRADING_REDUCING: 409,
+        Code.TTL_TOO_LONG: 422,
         Code.OCO_MISSING: 422,
         Code.PRICE_INVALID: 422,
         Code.QUALITY_MISSING: 422,
@@ -149,6 +154,9 @@ class GuardContext:
     price_max_age_s: float = 10.0
     trading_state: TradingState = TradingState.ACTIVE
     net_position: Decimal = Decimal(0)  # the user's, on this symbol, signed
+    # reduce-only orders of the user on this symbol that are accepted and not filled yet
+    pending_reductions: Decimal = Decimal(0)
+    max_hold_min: int = 360
     execution_enabled: bool = False
     pin_configured: bool = False
     pin_ok: bool | None = None  # the outcome of the constant-time PIN check
@@ -250,15 +258,27 @@ def check_reducing(req: OrderRequest, ctx: GuardContext) -> Rejection | None:
     if ctx.trading_state != TradingState.REDUCING:
         return None
     net = ctx.net_position
-    if net > 0 and req.side == "SELL" and req.qty <= net:
+    room = abs(net) - ctx.pending_reductions  # what pending reductions leave
+    if net > 0 and req.side == "SELL" and req.qty <= room:
         return None
-    if net < 0 and req.side == "BUY" and req.qty <= -net:
+    if net < 0 and req.side == "BUY" and req.qty <= room:
         return None
     return reject(
         Code.TRADING_REDUCING,
         f"trading is reduce-only: only an order that shrinks your net position ({net}) "
-        "is accepted (the opposite side, at most its size)",
+        f"is accepted (the opposite side, at most {max(room, Decimal(0))} more, counting "
+        "your pending reduce-only orders)",
     )
+
+
+def check_ttl(req: OrderRequest, ctx: GuardContext) -> Rejection | None:
+    ttl = req.ttl_minutes
+    if ttl is not None and not 1 <= ttl <= ctx.max_hold_min:
+        return reject(
+            Code.TTL_TOO_LONG,
+            f"ttl_minutes must be 1..{ctx.max_hold_min} (MAX_HOLD_MIN), got {ttl}",
+        )
+    return None
 
 
 def check_oco(req: OrderRequest, ctx: GuardContext) -> Rejection | None:
@@ -375,6 +395,7 @@ RULES: Final[tuple[Rule, ...]] = (
     check_symbol,
     check_qty,
     check_reducing,
+    check_ttl,
     check_oco,
     check_prices,
     check_quality,
@@ -455,3 +476,18 @@ class RateLimiter:
             del self._buckets[user]
         self._prune_at = max(self._max_users, 2 * len(self._buckets))
         return len(full)
+
+
+def take_token(
+    tokens: float | None, last: float | None, now: float, per_second: float, burst: float
+) -> tuple[float, float]:
+    """One token-bucket step, for a bucket kept elsewhere (KV, shared by every guard).
+
+    ``(tokens, last)`` is the stored bucket (None: a full new one).  Returns the
+    tokens to store and ``0.0`` (a token was taken) or the seconds to wait."""
+    eps = RateLimiter._EPS
+    have = burst if tokens is None or last is None else tokens + max(0.0, now - last) * per_second
+    have = min(burst, have)
+    if have >= 1 - eps:
+        return max(0.0, have - 1), 0.0
+    return have, (1 - have) / per_second

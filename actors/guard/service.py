@@ -8,15 +8,25 @@ For one ``rbot.cmd.order.place`` request:
 1. Idempotency first: a retry with the same ``client_order_id`` (or
    ``Idempotency-Key``) finds its ``idem.<user>.<key>`` record, re-publishes the
    same place command (same ``Nats-Msg-Id``: JetStream drops the duplicate; after
-   the window the executor's KV ``create`` does) and answers the original order.
+   the window the executor finds the order booked) and answers the original order.
    The same key with a different request is a 409.
-2. The rules (``rules.check``); a refusal answers 4xx and publishes
+2. The per-user rate limit: a token bucket in KV ``limits`` (memory storage,
+   compare-and-set), shared by every guard; a refusal costs no durable write (its
+   ``order_rejected`` goes on the core subject ``<p>.evt.limit.<venue>.<symbol>
+   .order_rejected``, outside the ``ORDERS`` stream).
+3. The rules (``rules.check``); a refusal answers 4xx and publishes
    ``order_rejected`` on the ``ORDERS`` stream.
-3. Acceptance: KV ``create`` of the idempotency record (it fails if another
+4. Acceptance: KV ``create`` of the idempotency record (it fails if another
    guard won the race: back to 1); its revision numbers the order, so ids are
    unique across processes and restarts; the place command goes to the owning
    executor's partition subject on ``EXEC`` and the answer is sent only after
    the PubAck: an order answered ``ok`` is durable.
+
+Cancels come here too (``<p>.cmd.order.cancel``): the guard is the only
+publisher of executor commands besides the reaper's expiries.  A cancel for an
+order the executor has not booked yet finds the order's venue and symbol in its
+idempotency record (the order number is that record's stream sequence), so it
+follows the place command through the same partition and is applied after it.
 """
 
 from __future__ import annotations
@@ -28,14 +38,20 @@ import time
 import uuid
 from decimal import Decimal
 
+import msgspec
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.micro import add_service
 from nats.micro.request import Request
 
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
+from rbot.bus.kvscan import scan
 from rbot.bus.messages import (
+    ActiveMark,
+    CancelCmd,
+    CancelReply,
+    CancelRequest,
     IdemRecord,
     Order,
     OrderEvent,
@@ -44,15 +60,18 @@ from rbot.bus.messages import (
     PlaceCmd,
     PlaceReply,
     Position,
+    RateWindow,
     Tick,
     TradingState,
     TradingStateRecord,
 )
+from rbot.bus.subjects import is_token
 
 from ..base import Actor, Ready
-from .rules import GuardContext, Limits, RateLimiter, Rejection, check, rate_limited
+from .rules import GuardContext, Limits, Rejection, check, rate_limited, take_token
 
 PUBLISH_ATTEMPTS = 3
+RATE_ATTEMPTS = 16
 
 # conservative per-symbol limits for paper trading (quote currency for notional)
 LIMITS: dict[str, Limits] = {
@@ -66,6 +85,14 @@ FX_LIMITS = Limits(max_qty=Decimal(10_000_000), max_notional=Decimal(20_000_000)
 def order_id_for(venue: str, number: int) -> str:
     """The seed's shapes: ``paper-oanda-<n>`` for OANDA, ``paper-<n>`` for Coinbase."""
     return f"paper-oanda-{number}" if venue == "oanda" else f"paper-{number}"
+
+
+def order_number(order_id: str) -> int | None:
+    """The number in an order id (the idempotency record's sequence), or None."""
+    head, _, tail = order_id.rpartition("-")
+    if head not in ("paper", "paper-oanda") or not tail.isdigit() or len(tail) > 18:
+        return None
+    return int(tail)
 
 
 def request_hash(req: OrderRequest) -> str:
@@ -85,7 +112,7 @@ class OrderGuard(Actor):
         self.kv_orders = await bus.kv("orders")
         self.kv_prices = await bus.kv("prices")
         self.kv_control = await bus.kv("control")
-        self.limiter = RateLimiter(self.settings.rbot_orders_per_minute, time.monotonic)
+        self.kv_limits = await bus.kv("limits")
         self.pin_failures: dict[str, list[float]] = {}
         svc = await add_service(
             bus.nc,
@@ -96,6 +123,10 @@ class OrderGuard(Actor):
         await svc.add_endpoint(
             name="place", subject=bus.subjects.order_place, handler=self.handle, queue_group="guard"
         )
+        await svc.add_endpoint(
+            name="cancel", subject=bus.subjects.order_cancel, handler=self.handle_cancel,
+            queue_group="guard",
+        )  # fmt: skip
         ready()
         try:
             await bus.closed.wait()
@@ -131,7 +162,16 @@ class OrderGuard(Actor):
         replay = await self._replay(req, idem_key, digest)
         if replay is not None:
             return replay
-        rejection = await self._check(req)
+        retry = await self._rate(req.user)
+        if retry > 0:
+            limited = rate_limited(retry)
+            await self._publish_rejection(req, limited, durable=False)
+            return PlaceReply(
+                ok=False, code=limited.code, message=limited.message,
+                detail=dict(limited.detail or {}), http_status=limited.http_status,
+            )  # fmt: skip
+        state = await self._trading_state()
+        rejection = await self._check(req, state)
         if rejection is None and req.live:
             rejection = Rejection(
                 code="live_unavailable",
@@ -147,7 +187,9 @@ class OrderGuard(Actor):
                 detail=dict(rejection.detail) if rejection.detail else None,
                 http_status=rejection.http_status,
             )
-        record = codec.encode(IdemRecord(request_hash=digest, ts=codec.now_iso()))
+        record = codec.encode(
+            IdemRecord(request_hash=digest, ts=codec.now_iso(), venue=req.venue, symbol=req.symbol)
+        )
         try:
             number = await self.kv_orders.create(idem_key, record)
         except KeyWrongLastSequenceError:  # another guard accepted the same key just now
@@ -155,6 +197,8 @@ class OrderGuard(Actor):
             assert again is not None
             return again
         order = self._order(req, order_id_for(req.venue, number))
+        if state is TradingState.REDUCING:
+            order = msgspec.structs.replace(order, reduce_only=True)
         return await self._submit(order)
 
     async def _replay(self, req: OrderRequest, idem_key: str, digest: str) -> PlaceReply | None:
@@ -228,13 +272,37 @@ class OrderGuard(Actor):
         return PlaceReply(ok=True, order_id=order.id, status="PENDING", replayed=replayed)
 
     # -- rules --------------------------------------------------------------
-    async def _check(self, req: OrderRequest) -> Rejection | None:
-        retry = self.limiter.hit(req.user)
-        if retry > 0:
-            return rate_limited(retry)
+    async def _rate(self, user: str) -> float:
+        """Take a token from the user's shared bucket: 0.0, or seconds to wait."""
+        per_min = self.settings.rbot_orders_per_minute
+        key = keys.rate(user)
+        for _ in range(RATE_ATTEMPTS):
+            now = time.time()
+            try:
+                entry = await self.kv_limits.get(key)
+            except KeyNotFoundError:
+                entry = None
+            old = codec.decode(entry.value, RateWindow) if entry and entry.value else None
+            tokens, wait = take_token(
+                old.tokens if old else None, old.ts if old else None, now, per_min / 60, per_min
+            )
+            value = codec.encode(RateWindow(tokens=tokens, ts=now))
+            try:
+                if entry is None:
+                    await self.kv_limits.create(key, value)
+                else:
+                    await self.kv_limits.update(key, value, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # another guard took a token meanwhile
+            return wait
+        return 1.0  # hot contention on one user: slow down rather than let it through
+
+    async def _check(self, req: OrderRequest, state: TradingState) -> Rejection | None:
         tick, age = await self._last_tick(req.venue, req.symbol)
-        state = await self._trading_state()
-        net = await self._net_position(req) if state is TradingState.REDUCING else Decimal(0)
+        net = pending = Decimal(0)
+        if state is TradingState.REDUCING:
+            net = await self._net_position(req)
+            pending = await self._pending_reductions(req)
         s = self.settings
         ctx = GuardContext(
             known_symbols={v: frozenset(s.symbols(v)) for v in ("oanda", "coinbase")},
@@ -246,6 +314,8 @@ class OrderGuard(Actor):
             price_max_age_s=s.rbot_price_max_age_s,
             trading_state=state,
             net_position=net,
+            pending_reductions=pending,
+            max_hold_min=s.max_hold_min,
             execution_enabled=s.execution_enabled,
             pin_configured=s.live_pin is not None,
             pin_ok=self._pin_ok(req) if req.live else None,
@@ -295,7 +365,22 @@ class OrderGuard(Actor):
         assert entry.value is not None
         return codec.decode(entry.value, Position).qty
 
-    async def _publish_rejection(self, req: OrderRequest, rej: Rejection) -> None:
+    async def _pending_reductions(self, req: OrderRequest) -> Decimal:
+        """Reduce-only orders of this user and symbol waiting to fill (O(user's active))."""
+        total = Decimal(0)
+        for entry in await scan(self.kv_orders, keys.active_of_user(req.user)):
+            assert entry.value is not None
+            mark = codec.decode(entry.value, ActiveMark)
+            if (
+                mark.reduce_only and mark.status == OrderStatus.PENDING and mark.side == req.side
+                and (mark.venue, mark.symbol) == (req.venue, req.symbol)
+            ):  # fmt: skip
+                total += mark.qty
+        return total
+
+    async def _publish_rejection(
+        self, req: OrderRequest, rej: Rejection, durable: bool = True
+    ) -> None:
         ev = OrderEvent(
             order_id=None,
             user=req.user,
@@ -314,7 +399,84 @@ class OrderGuard(Actor):
             message=rej.message,
             mode="live" if req.live else "paper",
         )
-        subject = self.bus.subjects.order_event(req.venue, req.symbol, "order_rejected")
         msg_id = uuid.uuid4().hex
         data = codec.encode_envelope("order_rejected", req.venue, ev, id=msg_id)
+        if not durable:
+            await self.bus.nc.publish(self.bus.subjects.throttled(req.venue, req.symbol), data)
+            return
+        subject = self.bus.subjects.order_event(req.venue, req.symbol, "order_rejected")
         await self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=2.0)
+
+    # -- cancels ---------------------------------------------------------------
+    async def handle_cancel(self, request: Request) -> None:
+        try:
+            req = codec.decode(request.data, CancelRequest)
+        except codec.DecodeError as exc:
+            reply = CancelReply(ok=False, order_id="", code="bad_request", message=str(exc))
+        else:
+            try:
+                reply = await self.cancel(req)
+            except Exception as exc:  # boundary: count, log, answer unavailable
+                self.log.exception("guard failed on a cancel of %s", req.order_id)
+                reply = CancelReply(
+                    ok=False, order_id=req.order_id, code="guard_error",
+                    message=f"cancel not sent: {type(exc).__name__}",
+                )  # fmt: skip
+        await request.respond(codec.encode(reply))
+
+    async def cancel(self, req: CancelRequest) -> CancelReply:
+        missing = CancelReply(
+            ok=False, order_id=req.order_id, code="order_not_found",
+            message=f"no order {req.order_id!r}",
+        )  # fmt: skip
+        if not is_token(req.order_id) or not is_token(req.user):
+            return missing
+        try:
+            entry = await self.kv_orders.get(keys.order(req.order_id))
+        except KeyNotFoundError:
+            entry = None
+        if entry is not None and entry.value:
+            order = codec.decode(entry.value, Order)
+            if order.user != req.user:
+                return missing
+            if order.status not in (OrderStatus.PENDING, OrderStatus.OPEN):
+                return CancelReply(
+                    ok=False, order_id=order.id, status=str(order.status), code="order_final",
+                    message=f"order {order.id} is already {order.status}",
+                )  # fmt: skip
+            venue, symbol, status = order.venue, order.symbol, order.status
+        else:  # accepted, not booked yet: its idempotency record says where it went
+            found = await self._accepted(req)
+            if found is None:
+                return missing
+            venue, symbol, status = *found, OrderStatus.PENDING
+        cmd = CancelCmd(order_id=req.order_id, user=req.user)
+        await self.bus.js.publish(
+            self.bus.subjects.exec(venue, symbol),
+            codec.encode(cmd),
+            headers={"Nats-Msg-Id": f"cancel.{req.order_id}.{uuid.uuid4().hex[:12]}"},
+            timeout=2.0,
+        )
+        return CancelReply(
+            ok=True, order_id=req.order_id, status=str(status),
+            requested="cancel" if status is OrderStatus.PENDING else "close",
+        )  # fmt: skip
+
+    async def _accepted(self, req: CancelRequest) -> tuple[str, str] | None:
+        number = order_number(req.order_id)
+        if number is None:
+            return None
+        stream = f"KV_{self.bus.subjects.bucket('orders')}"
+        try:
+            msg = await self.bus.js.get_msg(stream, seq=number)
+        except NotFoundError:
+            return None
+        prefix = self.bus.subjects.kv_subject("orders", keys.idem(req.user, "x"))[:-1]
+        if not msg.subject or not msg.subject.startswith(prefix) or not msg.data:
+            return None  # another user's order, or not an order number
+        rec = codec.decode(msg.data, IdemRecord)
+        if rec.venue is None or rec.symbol is None:
+            return None
+        if order_id_for(rec.venue, number) != req.order_id:
+            return None
+        return rec.venue, rec.symbol

@@ -16,10 +16,10 @@ import msgspec
 
 from rbot.bus import codec
 from rbot.bus.messages import Fill, Order, OrderStatus, Tick
+from rbot.bus.pnl import Rate, convert, realized_pnl
 
 from .book import Book, TriggerKind
 from .fills import close_fill, entry_fill, stop_loss_fill, take_profit_fill
-from .pnl import realized_pnl
 from .state import can_transition
 
 
@@ -35,10 +35,18 @@ def _evolve(order: Order, event: str, **changes: object) -> Order:
     return msgspec.structs.replace(order, last_event=event, events=order.events + 1, **changes)
 
 
+def _no_rate(src: str, dst: str) -> Decimal | None:
+    return None
+
+
+REDUCE_ONLY = "REDUCE_ONLY"  # the reason a reduce-only entry that would grow the position ends
+
+
 class Engine:
-    def __init__(self, slippage_bps: Decimal, account_currency: str) -> None:
+    def __init__(self, slippage_bps: Decimal, account_currency: str, rate: Rate = _no_rate) -> None:
         self.slippage_bps = slippage_bps
         self.account_currency = account_currency
+        self.rate = rate
         self.books: dict[tuple[str, str], Book] = {}
         self.orders: dict[str, Order] = {}  # active (PENDING / OPEN) orders
         self.last_tick: dict[tuple[str, str], Tick] = {}
@@ -90,6 +98,14 @@ class Engine:
             for trig in triggers:
                 order = self.orders.get(trig.order_id, trig.order)
                 if trig.kind is TriggerKind.ENTRY:
+                    if order.reduce_only and not self._reduces(order):
+                        changes.append(
+                            self._end_pending(
+                                order, OrderStatus.CANCELLED, "order_cancelled", REDUCE_ONLY,
+                                in_book=False,
+                            )
+                        )  # fmt: skip
+                        continue
                     fill = entry_fill(order, tick, self.slippage_bps)
                     if fill is None:  # the book said yes, the fill model no: keep it
                         book.add_pending(order)
@@ -117,9 +133,29 @@ class Engine:
                     changes.append(self._close(order, fill, reason))
         return changes
 
+    def net_position(self, user: str, venue: str, symbol: str) -> Decimal:
+        """The user's net open quantity on a symbol (signed), from this partition's books."""
+        net = Decimal(0)
+        for o in self.orders.values():
+            if (o.user, o.venue, o.symbol) == (
+                user,
+                venue,
+                symbol,
+            ) and o.status is OrderStatus.OPEN:
+                net += o.qty if o.side == "BUY" else -o.qty
+        return net
+
+    def _reduces(self, order: Order) -> bool:
+        """A reduce-only entry may only shrink the net position, never grow or flip it."""
+        net = self.net_position(order.user, order.venue, order.symbol)
+        signed = order.qty if order.side == "BUY" else -order.qty
+        return net != 0 and (net > 0) != (signed > 0) and abs(signed) <= abs(net)
+
     def _close(self, order: Order, fill: Fill, reason: str) -> Change:
-        closing = msgspec.structs.replace(order, exit_fill=fill)
-        pnl = realized_pnl(closing, self.account_currency)
+        closing = msgspec.structs.replace(order, exit_fill=fill, closing=None)
+        pnl = convert(
+            realized_pnl(closing, self.account_currency), self.account_currency, self.rate
+        )
         closed = _evolve(
             closing,
             "position_closed",
@@ -168,9 +204,12 @@ class Engine:
             return None
         return self.cancel(order_id, "TIME_IN_FORCE_EXPIRED")
 
-    def _end_pending(self, order: Order, to: OrderStatus, event: str, reason: str) -> Change:
+    def _end_pending(
+        self, order: Order, to: OrderStatus, event: str, reason: str, *, in_book: bool = True
+    ) -> Change:
         assert can_transition(order.status, to)
-        self.book(order.venue, order.symbol).remove(order.id)
+        if in_book:
+            self.book(order.venue, order.symbol).remove(order.id)
         self.orders.pop(order.id, None)
         done = _evolve(order, event, status=to, closed_at=codec.now_iso(), close_reason=reason)
         return Change(done, event, None, reason)

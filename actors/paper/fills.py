@@ -51,23 +51,18 @@ venue's price increments, and last-look or requotes.
 from __future__ import annotations
 
 from decimal import (
-    Context,
     Decimal,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
     localcontext,
 )
 from typing import Final, Literal
 
 from rbot.bus.messages import Fill, Order, Side, Tick
+from rbot.bus.pnl import EXACT
 
 from .errors import BadInput, InvalidOrder
 
 ZERO: Final = Decimal(0)
 BPS: Final = Decimal(10_000)
-EXACT: Final = Context(prec=60, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
 
 Trigger = Literal["MARKET", "LIMIT", "STOP_LOSS", "TAKE_PROFIT", "CLOSE"]
 

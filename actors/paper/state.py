@@ -61,3 +61,11 @@ def transition(current: OrderStatus, to: OrderStatus) -> OrderStatus:
     if to not in allowed:
         raise IllegalTransition(current, to, allowed)
     return to
+
+
+ACTIVE: Final[frozenset[OrderStatus]] = frozenset({_S.PENDING, _S.OPEN})
+
+
+def is_active(status: OrderStatus) -> bool:
+    """PENDING or OPEN: in the books, in the active set."""
+    return status in ACTIVE

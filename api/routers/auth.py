@@ -17,6 +17,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from ..context import Ctx
@@ -26,6 +27,7 @@ from ..principal import Principal, Role
 from ..ratelimit import RateLimits, client_ip, limits_of
 from ..security import (
     REFRESH_COOKIE,
+    SESSION_COOKIE,
     Auth,
     AuthDep,
     Authenticated,
@@ -33,6 +35,7 @@ from ..security import (
     OptionalSession,
     clear_session_cookies,
     forbidden,
+    optional_session,
     same_origin,
     set_session_cookies,
     unauthorized,
@@ -339,6 +342,38 @@ async def logout(
 @router.get("/me", response_model=UserOut)
 async def me(principal: Authenticated) -> UserOut:
     return UserOut.of(principal)
+
+
+class SessionOut(BaseModel):
+    authenticated: bool
+    user: UserOut | None = None
+    reason: str | None = Field(default=None, description="why not (the 401/403 code)")
+    refreshable: bool = Field(
+        default=False, description="a refresh cookie came along: POST /auth/refresh may renew it"
+    )
+
+
+@router.get("/session", response_model=SessionOut, response_model_exclude_none=True)
+async def session_probe(request: Request, ctx: Ctx) -> SessionOut:
+    """The caller's session, always 200: a page probes it before sign-in without an
+    error (``/auth/me`` answers 401 then).  Bad credentials say why in ``reason``.
+    Reads the bearer header or the session cookie, like every route."""
+    creds = None
+    bearer = request.headers.get("authorization")
+    if bearer is not None:
+        scheme, _, token = bearer.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            creds = HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip())
+    refreshable = bool(request.cookies.get(REFRESH_COOKIE))
+    try:
+        session = await optional_session(request, ctx, creds, request.cookies.get(SESSION_COOKIE))
+    except ApiError as exc:
+        if exc.status not in (401, 403):
+            raise
+        return SessionOut(authenticated=False, reason=exc.code, refreshable=refreshable)
+    if session is None:
+        return SessionOut(authenticated=False, refreshable=refreshable)
+    return SessionOut(authenticated=True, user=UserOut.of(session.principal))
 
 
 @router.post(

@@ -15,7 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from rbot.bus import codec
+from rbot.bus.granularity import DEFAULT_CHART, DEFAULT_OANDA, FROM_TICKS, OANDA
 from rbot.bus.messages import ActorStatus, Book, Candle, Tick
+from rbot.bus.subjects import TOKEN_PATTERN
 
 from .. import metrics, orderbook
 from ..candles import GRANULARITY_S
@@ -28,16 +30,9 @@ router = APIRouter(tags=["market data"])
 # /metrics is mounted through this router until app.py includes metrics.router itself
 router.include_router(metrics.router)
 
-SymbolQ = Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+SymbolQ = Annotated[str, Query(pattern=TOKEN_PATTERN)]
 
-# OANDA's candle granularities, as in PROTOCOLS.md (and actors/feeds/oanda_proto.py:
-# the API does not import the actors; a test keeps the two equal)
-OANDA_GRANULARITIES: tuple[str, ...] = (
-    "S5", "S10", "S15", "S30",
-    "M1", "M2", "M4", "M5", "M10", "M15", "M30",
-    "H1", "H2", "H3", "H4", "H6", "H8", "H12",
-    "D", "W", "M",
-)  # fmt: skip
+OANDA_GRANULARITIES = OANDA  # the one list: bus/granularity.py
 OANDA_CANDLE_COUNT_MAX = 5000
 
 
@@ -59,16 +54,17 @@ async def oanda_prices(
     instrument: SymbolQ,
     env: Annotated[str, Query(pattern=r"^(practice|live)$")] = "practice",
 ) -> dict[str, Any]:
-    """The seed's Test 1: OANDA's own price shape, from the last tick on the bus."""
+    """The seed's Test 1: OANDA's own price shape, from the last tick on the bus.
+    A bucket's ``liquidity`` is there only where the feed sent one (OANDA does;
+    the sim does not)."""
     tick = await orderbook.last_tick(ctx.bus, "oanda", instrument)
     if tick is None:
         raise ApiError(404, "unknown_instrument", f"no price for {instrument}")
-    price = codec.to_builtins(tick)
     return {
         "instrument": tick.symbol,
         "time": tick.time,
-        "bids": [{"price": price["bid"], "liquidity": 10000000}] if tick.bid is not None else [],
-        "asks": [{"price": price["ask"], "liquidity": 10000000}] if tick.ask is not None else [],
+        "bids": _bucket(tick.bid, tick.bid_liquidity),
+        "asks": _bucket(tick.ask, tick.ask_liquidity),
         "tradeable": tick.tradeable and tick.bid is not None and tick.ask is not None,
         "status": "tradeable" if tick.tradeable else "non-tradeable",
         "source": tick.source,
@@ -88,12 +84,12 @@ async def oanda_candles(
     user: Viewer,
     market: Market,
     instrument: SymbolQ,
-    granularity: Annotated[str, Query(max_length=8)] = "S5",
+    granularity: Annotated[str, Query(max_length=8)] = DEFAULT_OANDA,
     count: Annotated[int, Query(ge=1, le=OANDA_CANDLE_COUNT_MAX)] = 500,
 ) -> dict[str, Any]:
     """OANDA's candles shape (mid prices), oldest first, from what this API holds:
     the feed's broker candles (M1 from a live feed) and candles built from
-    ticks (S5 S15 M1 M5 M15 H1); a granularity neither provides is an empty list."""
+    ticks (``FROM_TICKS``); a granularity neither provides is an empty list."""
     if granularity not in OANDA_GRANULARITIES:
         raise ApiError(
             422,
@@ -152,7 +148,7 @@ async def coinbase_books(
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> dict[str, Any]:
     """The last order book the feed published, in Coinbase's ``product_book`` shape
-    (best first; ``limit`` levels a side).  The sim publishes no books."""
+    (best first; ``limit`` levels a side): the live feed's, or the sim's."""
     book = market.book("coinbase", product_id)
     if book is None:
         raise ApiError(404, "no_book", f"no order book for {product_id} yet")
@@ -166,11 +162,12 @@ async def candles(
     market: Market,
     venue: Annotated[str, Query(pattern=r"^(oanda|coinbase)$")],
     symbol: SymbolQ,
-    granularity: Annotated[str, Query(pattern=r"^(S5|S15|M1|M5|M15|H1)$")] = "M1",
+    granularity: Annotated[str, Query(pattern=f"^({'|'.join(FROM_TICKS)})$")] = DEFAULT_CHART,
     count: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Recent candles of mid prices (oldest first): built from the tick stream,
-    with the broker's own candles in their place where a live feed sent them."""
+    with the broker's own candles in their place where a live feed sent them.
+    ``granularity`` is one of ``GET /meta``'s ``granularities.chart``."""
     return {
         "venue": venue,
         "symbol": symbol,
@@ -257,6 +254,15 @@ def _book_json(book: Book, limit: int | None) -> dict[str, Any]:
         out["spread_absolute"] = str(spread)
         out["spread_bps"] = str((spread / mid * 10000).quantize(Decimal("0.0001")))
     return out
+
+
+def _bucket(price: Decimal | None, liquidity: int | None) -> list[dict[str, Any]]:
+    if price is None:
+        return []
+    bucket: dict[str, Any] = {"price": str(price)}
+    if liquidity is not None:
+        bucket["liquidity"] = liquidity
+    return [bucket]
 
 
 def _s(v: object) -> str | None:

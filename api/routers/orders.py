@@ -8,7 +8,6 @@ A user sees only their own orders (another user's id answers 404).
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -16,9 +15,9 @@ from fastapi import APIRouter, Header, Query, Request
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from rbot.bus import codec
-from rbot.bus.messages import CancelCmd, Order, OrderRequest, OrderStatus, PlaceReply, Tick
-from rbot.bus.subjects import is_token
+from rbot.bus import codec, pnl
+from rbot.bus.messages import CancelReply, CancelRequest, OrderRequest, OrderStatus, PlaceReply
+from rbot.bus.subjects import TOKEN_PATTERN, is_token
 
 from .. import orderbook
 from ..context import ApiContext, Ctx
@@ -54,9 +53,10 @@ def _idem(value: str | None) -> str | None:
     return value
 
 
-async def _place(ctx: ApiContext, req: OrderRequest) -> OrderAccepted:
+async def _ask(ctx: ApiContext, subject: str, data: bytes) -> bytes:
+    """A request to the order guard; 503 with a stable code if none answers."""
     try:
-        msg = await ctx.bus.nc.request(ctx.bus.subjects.order_place, codec.encode(req), timeout=8.0)
+        msg = await ctx.bus.nc.request(subject, data, timeout=8.0)
     except NoRespondersError:
         raise ApiError(503, "guard_unavailable", "no order guard is running; retry shortly",
                        headers={"Retry-After": "1"}) from None  # fmt: skip
@@ -66,7 +66,12 @@ async def _place(ctx: ApiContext, req: OrderRequest) -> OrderAccepted:
             "the order guard did not answer; retry with the same client_order_id or Idempotency-Key",
             headers={"Retry-After": "1"},
         ) from None  # fmt: skip
-    reply = codec.decode(msg.data, PlaceReply)
+    return bytes(msg.data)
+
+
+async def _place(ctx: ApiContext, req: OrderRequest) -> OrderAccepted:
+    reply = codec.decode(await _ask(ctx, ctx.bus.subjects.order_place, codec.encode(req)),
+                         PlaceReply)  # fmt: skip
     if not reply.ok:
         headers = None
         if reply.detail and "retry_after" in reply.detail:
@@ -141,22 +146,24 @@ async def list_orders(
     user: Viewer,
     status: Annotated[OrderStatus | None, Query()] = None,
     venue: Annotated[str | None, Query(pattern=r"^(oanda|coinbase)$")] = None,
-    symbol: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    symbol: Annotated[str | None, Query(pattern=TOKEN_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    cursor: Annotated[
+        int | None,
+        Query(ge=0, le=2**53, description="`next_cursor` of the previous page: older orders"),
+    ] = None,
 ) -> dict[str, Any]:
-    rows = [
-        o
-        for o in await orderbook.all_orders(ctx.bus)
-        if o.user == user.sub
-        and (status is None or o.status is status)
-        and (venue is None or o.venue == venue)
-        and (symbol is None or o.symbol == symbol)
-    ]
-    rows.sort(key=lambda o: (o.created_at, o.id), reverse=True)
-    page = rows[offset : offset + limit]
-    return {"orders": [orderbook.order_json(o) for o in page], "total": len(rows),
-            "limit": limit, "offset": offset}  # fmt: skip
+    """The caller's orders, newest first; O(page) whatever the history's length.
+
+    Unfiltered pages know ``total``; a filtered page looks at up to a few thousand
+    orders and returns ``next_cursor`` to go on from (``total`` is null)."""
+    page = await orderbook.user_orders(
+        ctx.bus, user.sub, limit=limit, offset=offset, cursor=cursor,
+        status=status, venue=venue, symbol=symbol,
+    )  # fmt: skip
+    return {"orders": [orderbook.order_json(o) for o in page.orders], "total": page.total,
+            "limit": limit, "offset": offset, "next_cursor": page.next_cursor}  # fmt: skip
 
 
 @router.get("/orders/{order_id}", responses={404: {"description": "no such order"}})
@@ -167,75 +174,78 @@ async def get_order(order_id: str, ctx: Ctx, user: Viewer) -> dict[str, Any]:
     return orderbook.order_json(order)
 
 
+_CANCEL_STATUS = {"order_not_found": 404, "order_final": 409, "bad_request": 422}
+
+
 @router.delete("/orders/{order_id}", responses={404: {"description": "no such order"}, **_ERRORS})
 async def cancel_order(order_id: str, ctx: Ctx, user: Trader) -> dict[str, Any]:
-    """Cancel a pending order, or close an open position (reason ``CLIENT_REQUEST``)."""
-    order = await orderbook.get_order(ctx.bus, order_id)
-    if order is None or order.user != user.sub:
+    """Cancel a pending order, or close an open position (reason ``CLIENT_REQUEST``).
+
+    Accepted at any time after the order's 200, even before the executor booked it:
+    the cancel follows the place command through the order's partition."""
+    if not is_token(order_id):
         raise ApiError(404, "order_not_found", f"no order {order_id!r}")
-    if order.status not in (OrderStatus.PENDING, OrderStatus.OPEN):
-        raise ApiError(409, "order_final", f"order {order_id} is already {order.status}")
-    cmd = CancelCmd(order_id=order.id, user=user.sub)
-    await ctx.bus.js.publish(
-        ctx.bus.subjects.exec(order.venue, order.symbol),
-        codec.encode(cmd),
-        headers={"Nats-Msg-Id": f"cancel.{order.id}.{uuid.uuid4().hex[:8]}"},
-    )
-    action = "cancel" if order.status is OrderStatus.PENDING else "close"
-    return {"ok": True, "order_id": order.id, "status": str(order.status), "requested": action}
+    req = CancelRequest(user=user.sub, order_id=order_id)
+    reply = codec.decode(await _ask(ctx, ctx.bus.subjects.order_cancel, codec.encode(req)),
+                         CancelReply)  # fmt: skip
+    if not reply.ok:
+        code = reply.code or "cancel_failed"
+        raise ApiError(_CANCEL_STATUS.get(code, 503), code, reply.message or "cancel refused")
+    return {"ok": True, "order_id": reply.order_id, "status": reply.status,
+            "requested": reply.requested}  # fmt: skip
 
 
-@router.get("/positions")
-async def positions(ctx: Ctx, user: Viewer) -> dict[str, Any]:
+async def _positions(ctx: ApiContext, user: Principal) -> list[dict[str, Any]]:
     ticks = await orderbook.last_ticks(ctx.bus)
+    currency = ctx.settings.rbot_account_currency
     out = []
-    for o in await orderbook.all_orders(ctx.bus):
-        if o.user != user.sub or o.status is not OrderStatus.OPEN or o.entry_fill is None:
+    for o in await orderbook.active_orders(ctx.bus, user.sub):
+        if o.status is not OrderStatus.OPEN or o.entry_fill is None:
             continue
         tick = ticks.get((o.venue, o.symbol))
-        mark, upnl = _mark(o, tick)
+        mark = None if tick is None else pnl.mark_price(o, tick)
+        upnl = None if tick is None else pnl.unrealized_pnl(o, tick, split_quote(o.symbol))
+        in_acct = None if upnl is None else pnl.convert(
+            upnl, currency, lambda a, b: pnl.rate_from_ticks(ticks, a, b)
+        )  # fmt: skip
         out.append({
             "order_id": o.id, "venue": o.venue, "symbol": o.symbol, "side": o.side,
             "qty": str(o.qty), "entry_price": str(o.entry_fill.price),
             "mark": None if mark is None else str(mark),
-            "unrealized_pnl": None if upnl is None else str(upnl),
-            "currency": _quote(o.symbol), "stop_loss": str(o.stop_loss),
-            "take_profit": str(o.take_profit), "opened_at": o.opened_at,
+            "unrealized_pnl": None if upnl is None else str(upnl.amount),
+            "currency": split_quote(o.symbol),
+            "unrealized_pnl_account": (
+                None if in_acct is None or in_acct.currency != currency else str(in_acct.amount)
+            ),
+            "stop_loss": str(o.stop_loss), "take_profit": str(o.take_profit),
+            "opened_at": o.opened_at, "closing": o.closing,
         })  # fmt: skip
-    return {"positions": out}
+    return out
 
 
-def _quote(symbol: str) -> str:
-    for sep in ("_", "-"):
-        if sep in symbol:
-            return symbol.split(sep, 1)[1]
-    return symbol
+def split_quote(symbol: str) -> str:
+    return pnl.split_symbol(symbol)[1]
 
 
-def _mark(order: Order, tick: Tick | None) -> tuple[Decimal | None, Decimal | None]:
-    """Mark-to-market: a long marks at the bid, a short at the ask (quote currency)."""
-    if tick is None or order.entry_fill is None:
-        return None, None
-    price = tick.bid if order.side == "BUY" else tick.ask
-    if price is None:
-        return None, None
-    entry = order.entry_fill.price
-    move = price - entry if order.side == "BUY" else entry - price
-    return price, move * order.qty
+@router.get("/positions")
+async def positions(ctx: Ctx, user: Viewer) -> dict[str, Any]:
+    """Open positions, marked to market (a long at the bid, a short at the ask)."""
+    return {"positions": await _positions(ctx, user)}
 
 
 @router.get("/account")
 async def account(ctx: Ctx, user: Viewer) -> dict[str, Any]:
+    """Balance and equity: equity counts every open position's unrealized P&L,
+    converted to the account currency (a third rate where needed)."""
     s = ctx.settings
     acct = await orderbook.account(
         ctx.bus, user.sub, s.rbot_account_currency, s.rbot_starting_balance
     )
-    pos = (await positions(ctx, user))["positions"]
+    pos = await _positions(ctx, user)
     unrealized = sum(
-        (Decimal(p["unrealized_pnl"]) for p in pos
-         if p["unrealized_pnl"] is not None and p["currency"] == acct.currency),
+        (Decimal(p["unrealized_pnl_account"]) for p in pos if p["unrealized_pnl_account"]),
         Decimal(0),
-    )  # fmt: skip
+    )
     return {
         "currency": acct.currency,
         "balance": str(acct.balance),
@@ -243,5 +253,7 @@ async def account(ctx: Ctx, user: Viewer) -> dict[str, Any]:
         "realized_pnl": str(acct.realized_pnl),
         "unrealized_pnl": str(unrealized),
         "open_positions": len(pos),
+        "unpriced_positions": sum(1 for p in pos if p["unrealized_pnl_account"] is None),
         "closed_trades": acct.trades,
+        "unconverted_pnl": {k: str(v) for k, v in acct.unconverted.items()},
     }

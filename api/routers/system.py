@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from nats.js.errors import KeyNotFoundError
 
-from rbot.bus import codec, keys
+from rbot.bus import codec, fence, keys
 from rbot.bus.messages import TradingState, TradingStateRecord
 
 from ..context import Ctx
@@ -31,7 +31,14 @@ async def _trading(ctx: Ctx) -> TradingStateRecord:
 async def system(ctx: Ctx, user: Viewer) -> dict[str, Any]:
     trading = await _trading(ctx)
     pulse = ctx.pulse
+    held = await fence.holders(await ctx.bus.kv("orders"), ctx.bus.subjects.partitions)
+    partitions = [
+        {"partition": p, "owner": held[p][0] if p in held else None,
+         "epoch": held[p][1] if p in held else None}
+        for p in range(ctx.bus.subjects.partitions)
+    ]  # fmt: skip
     return {
+        "partitions": partitions,
         "trading_state": str(trading.state),
         "trading_reason": trading.reason,
         "status": pulse.status if pulse else "unknown",

@@ -34,6 +34,7 @@ import httpx
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo, StreamState
+from nats.js.errors import NotFoundError
 
 from rbot.bus import codec
 from rbot.bus.connection import Bus, connect
@@ -48,7 +49,6 @@ T = TypeVar("T")
 RBOT = Path(sys.executable).parent / "rbot"
 SECRET = "chaos-secret-key-0123456789abcdef-0123456789abcdef"
 PASSWORD = "chaos-pass-1234"
-EXECUTOR_CONSUMER = "paper_executor"
 
 # the environment of every child: nothing of the developer's broker or bus settings
 _DROP = ("RBOT_", "NATS_", "ARENA_", "OANDA_", "COINBASE_", "EXECUTION_", "LIVE_", "PAPER_")
@@ -298,25 +298,31 @@ async def kv_values(bus: Bus, bucket: str, pattern: str, kind: type[T]) -> dict[
     return {e.key: codec.decode(e.value or b"", kind) for e in await scan(kv, pattern)}
 
 
-async def exec_state(bus: Bus) -> tuple[ConsumerInfo, StreamState]:
+async def exec_state(bus: Bus) -> tuple[list[ConsumerInfo], StreamState]:
+    """The partitions' consumers on EXEC (those that exist) and the stream's state."""
     stream = bus.subjects.stream("EXEC")
-    ci = await bus.js.consumer_info(stream, EXECUTOR_CONSUMER)
+    infos = []
+    for part in range(bus.subjects.partitions):
+        with contextlib.suppress(NotFoundError):
+            infos.append(await bus.js.consumer_info(stream, bus.subjects.exec_consumer(part)))
     si = await bus.js.stream_info(stream)
-    return ci, si.state
+    return infos, si.state
 
 
-async def wait_exec_drained(bus: Bus, timeout: float) -> tuple[ConsumerInfo, StreamState]:
-    """Until the executor's consumer has nothing pending and nothing unacknowledged,
+async def wait_exec_drained(bus: Bus, timeout: float) -> tuple[list[ConsumerInfo], StreamState]:
+    """Until the executors' consumers have nothing pending and nothing unacknowledged,
     and the work queue holds no message (a message past MaxDeliver would stay)."""
-    ack_subject = f"$JS.ACK.{bus.subjects.stream('EXEC')}.{EXECUTOR_CONSUMER}.>"
+    ack_subject = f"$JS.ACK.{bus.subjects.stream('EXEC')}.*.>"
     async with (
         Waker(bus, ack_subject, bus.subjects.order_events) as waker,
         asyncio.timeout(timeout),
     ):
         while True:
-            ci, state = await exec_state(bus)
-            if ci.num_pending == 0 and ci.num_ack_pending == 0 and state.messages == 0:
-                return ci, state
+            infos, state = await exec_state(bus)
+            if state.messages == 0 and all(
+                ci.num_pending == 0 and ci.num_ack_pending == 0 for ci in infos
+            ):
+                return infos, state
             await waker.wait()
 
 

@@ -153,7 +153,7 @@ async def test_r11_ttl_holds_while_the_reaper_is_killed(
     sub = await bus.js.subscribe(bus.subjects.order_events, cb=seen.on_event, ordered_consumer=True)
     try:
         await executor.start(RBOT_INSTANCE="exec-r11")
-        await executor.wait_for("rebuilt:", timeout=30)
+        await executor.wait_for(r"rebuilt \(epoch", timeout=30)
         t0 = time.time()
         orders = [ttl_order(i, t0) for i in range(N_ORDERS)]
         for o in orders:

@@ -74,7 +74,7 @@ P = Decimal("0.00001")
 # symbol -> (bid, spread)
 MARKETS = {"EUR_USD": (Decimal("1.16500"), Decimal("0.00014")),
            "GBP_USD": (Decimal("1.33500"), Decimal("0.00018"))}  # fmt: skip
-_REBUILT = re.compile(r"rebuilt: (\d+) active orders, (\d+) events re-published")
+_REBUILT = re.compile(r"rebuilt \(epoch \d+\): (\d+) active orders, (\d+) repaired")
 
 
 def px(x: Decimal) -> Decimal:
@@ -182,10 +182,10 @@ class Killer:
             if k > MIN_KILLS and self.load_done.is_set():
                 return
             if k % 4 == 0:  # right after it took the lease: while it rebuilds
-                await ex.wait_for("leads paper_executor", timeout=60)
+                await ex.wait_for(r"partition \d+ (claimed|taken over|adopted)", timeout=60)
                 phase = "while rebuilding"
             else:
-                await ex.wait_for("rebuilt:", timeout=60)
+                await ex.wait_for(r"rebuilt \(epoch", timeout=60)
                 await asyncio.sleep(self.rng.uniform(0.3, 2.5))  # pacing: let it work
                 phase = "while serving"
             await ex.kill()
@@ -194,7 +194,7 @@ class Killer:
             name = f"exec-{k // SAME_NAME_RESTARTS}"
             renamed = k % SAME_NAME_RESTARTS == 0
             await ex.start(RBOT_INSTANCE=name)
-            await ex.wait_for("leads paper_executor", timeout=60)
+            await ex.wait_for(r"partition \d+ (claimed|taken over|adopted)", timeout=60)
             how = "new name (lease expiry)" if renamed else "same name (lease reclaim)"
             self.to_lead[how].append(time.monotonic() - killed)
 
@@ -243,7 +243,7 @@ async def test_r1_executor_sigkills_lose_and_duplicate_nothing(
             load_done.set()
             load_s = time.monotonic() - wall
             await kills
-            await executor.wait_for("rebuilt:", timeout=60)
+            await executor.wait_for(r"rebuilt \(epoch", timeout=60)
             ci, exec_stream = await wait_exec_drained(bus, timeout=180)
             market = [oid for oid, (_, kind) in load.acked.items() if kind == "market"]
             await settle(bus, market)
@@ -317,7 +317,7 @@ async def test_r1_executor_sigkills_lose_and_duplicate_nothing(
             **{f"kill -> leading, {k}": spread(v) for k, v in killer.to_lead.items()},
             "rebuilds (active, re-published)": f"{len(rebuilds)}, "
             f"re-published events total {sum(r[1] for r in rebuilds)}",
-            "EXEC deliveries / commands": f"{ci.delivered.consumer_seq} / {exec_stream.last_seq}",
+            "EXEC deliveries / commands": f"{sum(c.delivered.consumer_seq for c in ci)} / {exec_stream.last_seq}",
             "ORDERS stream messages": len(events),
             "spikes": spikes,
             "KV orders (unacked but booked)": f"{len(orders)} ({len(unacked_booked)})",

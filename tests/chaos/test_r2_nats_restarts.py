@@ -267,7 +267,7 @@ async def test_r2_nats_restarts_lose_no_acknowledged_order(
             "KV orders (unacked but booked)": f"{len(orders)} ({len(unacked_booked)})",
             "missing acked orders": len(missing),
             "double-booked client_order_ids": len(double),
-            "EXEC consumer deliveries / commands": f"{ci.delivered.consumer_seq} / "
+            "EXEC consumer deliveries / commands": f"{sum(c.delivered.consumer_seq for c in ci)} / "
             f"{exec_stream.last_seq} (consumer state may roll back on a server kill)",
             "tick puts failed while down": dict(tick_failures),
             "actor restarts (most in 30 s)": f"{len(restarts)} ({busiest(restarts, 30.0)}; "

@@ -28,6 +28,8 @@ from playwright.async_api import Locator, Page, expect
 from rbot.api import errors
 from rbot.api.middleware import RequestIdAndHeaders
 from rbot.api.routers import dashboard
+from rbot.api.routers.meta import meta_body
+from rbot.bus.config import Settings
 
 from .conftest import ConsoleErrors, Screenshot
 
@@ -38,7 +40,8 @@ USERS = {
     "trader@arena.test": ("trader", "trader-pass"),
     "admin@arena.test": ("admin", "admin-pass"),
 }
-NOT_SIGNED_IN = r"status of 401 .*/auth/me\]"
+# the page probes its session with GET /auth/session (always 200): nothing to allow
+NOT_SIGNED_IN = r"^$"
 
 
 # ------------------------------------------------------------------ fake data
@@ -258,6 +261,10 @@ class Fake:
     calls: list[str] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=lambda: [PENDING])
     positions: list[dict[str, Any]] = field(default_factory=lambda: [POSITION])
+    account: dict[str, Any] = field(default_factory=lambda: dict(ACCOUNT))
+    # what /positions and /account answer from their second call on (the API's new marks)
+    next_positions: list[dict[str, Any]] | None = None
+    next_account: dict[str, Any] | None = None
     trading_state: str = "ACTIVE"
 
     async def note(self, what: str) -> None:
@@ -308,7 +315,9 @@ def build_app(fake: Fake) -> FastAPI:
             fake.expire_once.discard(path)
             await fake.note(f"expired {path}")
             raise errors.ApiError(401, "token_expired", "the access token has expired")
-        public = path == "/" or path.startswith(("/static/", "/auth/login", "/auth/refresh"))
+        public = path in ("/", "/meta", "/auth/session") or path.startswith(
+            ("/static/", "/auth/login", "/auth/refresh")
+        )
         if not public and role_of(request) is None:
             raise errors.ApiError(401, "unauthorized", "not signed in")
 
@@ -325,6 +334,18 @@ def build_app(fake: Fake) -> FastAPI:
         res = JSONResponse({"access_token": "not-for-the-page", "token_type": "bearer"})
         res.set_cookie("rbot_session", f"sess-{user[0]}", httponly=True, samesite="strict")
         return res
+
+    @app.get("/meta")
+    async def meta() -> dict[str, Any]:
+        return meta_body(Settings(_env_file=None, rbot_sim="on"))  # type: ignore[call-arg]
+
+    @app.get("/auth/session")
+    async def session(request: Request) -> dict[str, Any]:
+        role = role_of(request)
+        if role is None:
+            return {"authenticated": False}
+        email = next(e for e, (r, _) in USERS.items() if r == role)
+        return {"authenticated": True, "user": {"sub": f"u-{role}", "email": email, "role": role}}
 
     @app.get("/auth/me")
     async def me(request: Request) -> dict[str, str]:
@@ -366,11 +387,16 @@ def build_app(fake: Fake) -> FastAPI:
     @app.get("/positions")
     async def positions() -> dict[str, Any]:
         await fake.note("positions")
+        if fake.next_positions is not None and fake.calls.count("positions") > 1:
+            fake.positions = fake.next_positions
         return {"positions": fake.positions}
 
     @app.get("/account")
     async def account() -> dict[str, Any]:
-        return ACCOUNT
+        await fake.note("account")
+        if fake.next_account is not None and fake.calls.count("account") > 1:
+            fake.account = fake.next_account
+        return fake.account
 
     @app.get("/system")
     async def system() -> dict[str, Any]:
@@ -601,7 +627,7 @@ async def test_login_form_then_cookie_session(
     assert cookies["rbot_session"]["httpOnly"] is True
     stored = await page.evaluate("() => localStorage.length + sessionStorage.length")
     assert stored == 0  # no token anywhere the page's scripts could leak it
-    assert served.fake.stream_requests[0]["subjects"] == "evt.>,md.tick.>"
+    assert served.fake.stream_requests[0]["subjects"] == "evt.>,md.tick.>,md.book.>"
 
 
 @browser
@@ -653,7 +679,7 @@ async def test_trader_ticket_validates_and_shows_the_servers_rejection(
     await tid(page, "ticket-tp").fill("1.17")
     await tid(page, "ticket-submit").click()
     error_box = tid(page, "ticket-error")
-    await expect(error_box).to_have_text("⛔ quality score 50 is below 70 (quality_too_low)")
+    await expect(error_box).to_have_text("quality score 50 is below 70 (quality_too_low)")
     await expect(error_box).to_have_attribute("data-code", "quality_too_low")
     await expect(tid(page, "ticket-quality")).to_have_attribute("aria-invalid", "true")
     await screenshot(page, "rejected")
@@ -680,10 +706,18 @@ async def test_trader_ticket_validates_and_shows_the_servers_rejection(
     }
     # the fake publishes oco_placed on the stream, as the real pipeline does
     await expect(tid(page, "feed-line").last).to_contain_text(
-        "📊 OCO Placed EUR_USD BUY 100 units | SL: 1.16, TP: 1.17 | Mode: paper | Status: PENDING"
+        "OCO Placed EUR_USD BUY 100 units | SL: 1.16, TP: 1.17 | Mode: paper | Status: PENDING"
     )
 
-    await tid(page, "cancel-button").click()
+    # the event itself put the new order in the pending table (no refetch per event)
+    await expect(
+        page.locator("[data-testid=pending-row][data-order-id=paper-oanda-7]")
+    ).to_have_count(1)
+    await (
+        page.locator("[data-testid=pending-row][data-order-id=paper-oanda-3]")
+        .get_by_test_id("cancel-button")
+        .click()
+    )
     await served.fake.wait_for("delete")
     await tid(page, "close-button").click()
     await served.fake.wait_for("delete", 2)
@@ -809,6 +843,8 @@ async def test_narration_renders_a_scripted_stream(
     )
     restarting = {"actor": "paper_executor", "instance": "i1", "state": "restarting", "restarts": 2}
     go = asyncio.Event()
+    served.fake.next_positions = [{**POSITION, "mark": "1.16520", "unrealized_pnl": "0.52"}]
+    served.fake.next_account = {**ACCOUNT, "unrealized_pnl": "0.52", "equity": "100005.37"}
     served.fake.scripts.append(
         [
             wait(go),  # until the snapshots are shown, so the tick has a price to move from
@@ -844,31 +880,38 @@ async def test_narration_renders_a_scripted_stream(
     go.set()
     lines = tid(page, "feed-line")
     expected = [
-        "📊 OCO Placed EUR_USD BUY 100 units | SL: 1.16, TP: 1.17 | Mode: paper | Status: PENDING",
-        "✓ Order Filled EUR_USD BUY 100 @ 1.16515 (ask 1.16515, spread 0.00014, slip 0)",
-        "⟳ actor paper_executor restarting (restarts 2, crashed)",
-        "💓 Heartbeat ok | Trading: ACTIVE | 3 actors",
-        "🏁 Position Closed EUR_USD BUY 100 @ 1.17000 TAKE_PROFIT_ORDER P&L +4.85 USD",
-        "⛔ Order Rejected EUR_USD BUY 100 units — stale_price: no price newer than 30 s",
-        "✕ Order Cancelled EUR_USD Order ID: paper-oanda-7 (CLIENT_REQUEST)",
-        "⌛ Order Expired EUR_USD Order ID: paper-oanda-7 (TIME_IN_FORCE_EXPIRED)",
-        "⚠ Heartbeat degraded | Trading: HALTED | 3 actors | silent: price_feed",
-    ]
+        ("placed", "OCO Placed EUR_USD BUY 100 units | SL: 1.16, TP: 1.17 | Mode: paper | Status: PENDING"),
+        ("filled", "Order Filled EUR_USD BUY 100 @ 1.16515 (ask 1.16515, spread 0.00014, slip 0)"),
+        ("restarting", "actor paper_executor restarting (restarts 2, crashed)"),
+        ("heartbeat", "Heartbeat ok | Trading: ACTIVE | 3 actors"),
+        ("closed", "Position Closed EUR_USD BUY 100 @ 1.17000 TAKE_PROFIT_ORDER P&L +4.85 USD"),
+        ("rejected", "Order Rejected EUR_USD BUY 100 units — stale_price: no price newer than 30 s"),
+        ("cancelled", "Order Cancelled EUR_USD Order ID: paper-oanda-7 (CLIENT_REQUEST)"),
+        ("expired", "Order Expired EUR_USD Order ID: paper-oanda-7 (TIME_IN_FORCE_EXPIRED)"),
+        ("warning", "Heartbeat degraded | Trading: HALTED | 3 actors | silent: price_feed"),
+    ]  # fmt: skip
     await expect(lines).to_have_count(len(expected))
-    for i, text in enumerate(expected):
+    for i, (icon, text) in enumerate(expected):
         await expect(lines.nth(i)).to_contain_text(text)
+        # icons are inline SVG (no emoji font needed), named by the event
+        await expect(lines.nth(i).locator("svg.icon")).to_have_attribute("data-icon", icon)
+    assert not re.search(
+        r"[\U0001F300-\U0001FAFF\u2600-\u27BF]", await tid(page, "feed").inner_text()
+    )
     await expect(lines.first.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
     await expect(tid(page, "feed")).to_have_attribute("role", "log")
     await expect(tid(page, "feed")).to_have_attribute("aria-live", "polite")
     assert await feed_seqs(page) == ["1", "2", "", "", "3", "4", "5", "6", ""]
     await expect(lines.nth(4)).to_have_class(re.compile(r"tone-good"))
 
-    # the tick moved the price row, the position's unrealized P&L, the balance
+    # the tick moved the price row; the position's mark and P&L are the API's, refetched
+    # (at most every few seconds) while ticks move a held symbol
     row = page.locator("[data-testid=price-row][data-symbol=EUR_USD]")
     await expect(row.get_by_test_id("price-bid")).to_have_text("1.16520")
     await expect(row.get_by_test_id("price-spread")).to_have_text("0.00014")
     await expect(row).to_have_attribute("data-dir", "up")
-    await expect(tid(page, "position-pnl")).to_have_text("+0.52 USD")
+    await expect(tid(page, "position-pnl")).to_have_text("+0.52 USD", timeout=8000)
+    await expect(tid(page, "position-mark")).to_have_text("1.16520")
     await expect(tid(page, "account-unrealized")).to_have_text("+0.52 USD")
     await expect(tid(page, "account-equity")).to_have_text("100005.37 USD")
     # the system panel follows the pulse

@@ -78,16 +78,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from rbot.bus import granularity
 from rbot.bus.timing import every
 from tests.fakes._serve import Counter, cli_args, first_done, ns_time, run_cli, serving
 
 API = "/api/v3/brokerage"
 CHANNELS = ("ticker", "ticker_batch", "level2", "heartbeats", "market_trades", "status", "candles")
 ANSWERS_ON = {"level2": "l2_data"}
-GRANULARITIES = {
-    "ONE_MINUTE": 60, "FIVE_MINUTE": 300, "FIFTEEN_MINUTE": 900, "THIRTY_MINUTE": 1800,
-    "ONE_HOUR": 3600, "TWO_HOUR": 7200, "FOUR_HOUR": 14400, "SIX_HOUR": 21600, "ONE_DAY": 86400,
-}  # fmt: skip
+GRANULARITIES = granularity.COINBASE
 MAX_CANDLES = 350
 DEFAULT_PRODUCTS = {
     "BTC-USD": ("21931.98", "21933.98", "0.00000001"),

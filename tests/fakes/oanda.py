@@ -68,6 +68,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rbot.bus import granularity
 from rbot.bus.codec import parse_iso
 from rbot.bus.timing import every
 from tests.fakes._serve import (
@@ -90,12 +91,7 @@ DEFAULT_QUOTES = {
     "AUD_USD": ("0.65210", "0.65224"),
 }
 # seconds per candle; W and M are calendar aligned (Monday, 1st of month, UTC)
-GRANULARITIES = {
-    "S5": 5, "S10": 10, "S15": 15, "S30": 30,
-    "M1": 60, "M2": 120, "M4": 240, "M5": 300, "M10": 600, "M15": 900, "M30": 1800,
-    "H1": 3600, "H2": 7200, "H3": 10800, "H4": 14400, "H6": 21600, "H8": 28800, "H12": 43200,
-    "D": 86400, "W": 7 * 86400, "M": 0,
-}  # fmt: skip
+GRANULARITIES = granularity.SECONDS
 MAX_CANDLES = 5000
 MALFORMED = b'{"type":"PRICE","instrument":"EUR_USD","bids":[{"price":"1.0'
 

@@ -281,6 +281,9 @@ async def test_the_whole_stack_trades_with_every_identity_locked(
             oid = r.json()["order_id"]
             await tap.next("oco_placed", oid)
             await tap.next("order_filled", oid)
+            r = await c.delete(f"/orders/{oid}")  # API -> guard -> executor: close it
+            assert r.status_code == 200, r.text
+            assert (await tap.next("position_closed", oid))["payload"]["reason"] == "CLIENT_REQUEST"
             again = await c.post(
                 "/brokers/coinbase-adv/orders", json={**SEED_TEST3, "side": "SELL"}
             )

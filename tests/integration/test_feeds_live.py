@@ -22,7 +22,7 @@ import pytest
 from rbot.actors.backoff import Backoff
 from rbot.actors.feeds.actor import CoinbaseFeed, FeedActor, OandaFeed
 from rbot.actors.feeds.output import BookThrottle, FeedTuning
-from rbot.bus import codec
+from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import ActorStatus, Book, BookLevel, Tick
@@ -151,7 +151,7 @@ async def status_until(
 ) -> ActorStatus:
     """The feed's status (KV ``actors`` ``feed.<venue>``) once ``pred(info)`` holds."""
     kv = await bus.kv("actors")
-    watcher = await kv.watch(f"feed.{venue}")
+    watcher = await kv.watch(keys.feed(venue))
     try:
         async with asyncio.timeout(timeout):
             async for entry in watcher:

@@ -98,6 +98,8 @@ async def test_market_routes_serve_what_the_live_feeds_publish(
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["bids"][0]["price"] == "1.09148" and body["source"] == "oanda"
+        # the best bucket's liquidity, as the venue sent it (the fake: 1,000,000)
+        assert body["bids"][0]["liquidity"] == body["asks"][0]["liquidity"] == 1000000
 
         # candles: validated, 404 for an unknown instrument, OANDA's shape
         r = await c.get(
@@ -243,8 +245,28 @@ async def test_sim_mode_routes(nats_server: NatsServer, prefix: str, bus: Bus) -
                 "SOL-USD",
             ]
             assert all(p["status"] == "online" and p["price"] for p in status["products"])
-            r = await c.get("/brokers/coinbase/books", params={"product_id": "BTC-USD"})
-            assert (r.status_code, r.json()["code"]) == (404, "no_book")  # the sim has no books
+            # the sim publishes level-2 books through the feed's book path
+            async with Tap(bus, "md.book.coinbase.BTC-USD") as books:
+                await books.next()
+            params = {"product_id": "BTC-USD", "limit": "25"}
+            r = await eventually(
+                lambda: c.get("/brokers/coinbase/books", params=params),
+                lambda r: r.status_code == 200,
+            )
+            book = r.json()
+            bids, asks = book["pricebook"]["bids"], book["pricebook"]["asks"]
+            assert len(bids) == len(asks) == 25
+            assert D(bids[0]["price"]) < D(asks[0]["price"]) and D(book["spread_bps"]) > 0
+            assert all(D(lv["size"]) > 0 for lv in bids + asks)
+            r = await c.get("/brokers/coinbase/status")
+            assert next(p for p in r.json()["products"] if p["product_id"] == "BTC-USD")["book"]
+            # the sim says nothing about liquidity, so the route does not invent any
+            await kv_tick_until(bus, "oanda.EUR_USD", lambda t: t.source == "sim")
+            r = await c.get("/brokers/oanda/prices", params={"instrument": "EUR_USD"})
+            quote = r.json()
+            assert quote["bids"] and all(
+                "liquidity" not in b for b in quote["bids"] + quote["asks"]
+            )
             params = {"instrument": "EUR_USD", "granularity": "S5", "count": 2}
             r = await eventually(
                 lambda: c.get("/brokers/oanda/candles", params=params),

@@ -224,8 +224,18 @@ async def test_ttl_expiry_by_the_reaper(settings: Settings, bus: Bus) -> None:
         order = codec.decode(entry.value, Order)
         order.expires_at = "2000-01-01T00:00:00.000000Z"
         assert placed["payload"]["expires_at"]
-    # with every actor stopped, move the deadline into the past (time passing)
+    # with every actor stopped, move the deadline into the past (time passing):
+    # in the order and in its active-set marker, which the reaper watches
     await kv.update(f"o.{oid}", codec.encode(order), last=entry.revision)
+    from msgspec.structs import replace
+
+    from rbot.bus.kvscan import scan
+    from rbot.bus.messages import ActiveMark
+
+    (mark,) = [e for e in await scan(kv, "a.>") if e.key.endswith(f".{oid}")]
+    assert mark.value is not None
+    old = codec.decode(mark.value, ActiveMark)
+    await kv.put(mark.key, codec.encode(replace(old, deadline=order.expires_at)))
     async with running_stack(settings, only=NO_SIM, api=False), EventTap(bus) as tap:
         expired = await tap.next("order_expired", oid)
         assert expired["payload"]["reason"] == "TIME_IN_FORCE_EXPIRED"

@@ -289,6 +289,7 @@ def test_checks_run_in_the_documented_order() -> None:
         (C.UNKNOWN_SYMBOL, {"symbol": "EUR_USD"}, {}),
         (C.QTY_INVALID, {"qty": D(100)}, {}),
         (C.TRADING_REDUCING, {}, {"trading_state": TradingState.ACTIVE}),
+        (C.TTL_TOO_LONG, {"ttl_minutes": 360}, {}),
         (C.OCO_MISSING, {"stop_loss": D("1.1600"), "take_profit": D("1.1550")}, {}),
         (C.PRICE_INVALID, {"limit_price": D("1.1640")}, {}),
         (C.QUALITY_MISSING, {"quality_score": D(71)}, {}),
@@ -306,6 +307,7 @@ def test_checks_run_in_the_documented_order() -> None:
         take_profit=D(0),
         order_type="LIMIT",
         quality_score=None,
+        ttl_minutes=361,
     )
     c = ctx(
         trading_state=TradingState.HALTED,
@@ -321,7 +323,7 @@ def test_checks_run_in_the_documented_order() -> None:
         r, c = msgspec.structs.replace(r, **fix_req), dataclasses.replace(c, **fix_ctx)
     assert check(r, c) is None
     assert seen == [s[0] for s in steps]
-    assert len(RULES) == 12
+    assert len(RULES) == 13
 
 
 def test_every_code_has_a_status() -> None:
@@ -334,6 +336,7 @@ def test_every_code_has_a_status() -> None:
         C.UNKNOWN_SYMBOL: 422,
         C.QTY_INVALID: 422,
         C.TRADING_REDUCING: 409,
+        C.TTL_TOO_LONG: 422,
         C.OCO_MISSING: 422,
         C.PRICE_INVALID: 422,
         C.QUALITY_MISSING: 422,

@@ -7,8 +7,10 @@ from decimal import Decimal as D
 
 import pytest
 
-from rbot.actors.paper.errors import BadInput, InvalidOrder
-from rbot.actors.paper.pnl import (
+from rbot.bus.messages import Fill, Order, OrderStatus, Side, Tick
+from rbot.bus.pnl import (
+    BadInput,
+    InvalidOrder,
     Money,
     mark_price,
     quote_pnl,
@@ -17,7 +19,6 @@ from rbot.actors.paper.pnl import (
     to_account,
     unrealized_pnl,
 )
-from rbot.bus.messages import Fill, Order, OrderStatus, Side, Tick
 
 
 def fill(price: str) -> Fill:

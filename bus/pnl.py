@@ -1,4 +1,4 @@
-"""Profit and loss: exact in the quote currency, converted to the account's when possible.
+"""Profit and loss (the one place for mark and P&L maths, executor and API alike): exact in the quote currency, converted to the account's when possible.
 
 A position's P&L is earned in the symbol's *quote* currency (USD for
 ``EUR_USD`` and ``BTC-USD``, JPY for ``USD_JPY``)::
@@ -14,8 +14,9 @@ rounding raises ``decimal.Inexact``).  To the account currency:
   JPY / (JPY per USD) = USD).  This is the one inexact step; it is rounded to
   ``CONVERSION.prec`` (34) significant digits and never quantized to cents;
 - otherwise (``EUR_GBP`` with a USD account): left in the quote currency, and
-  the returned ``Money.currency`` says so; converting through a third rate is
-  the caller's business.
+  the returned ``Money.currency`` says so; ``convert`` then takes it to the
+  account currency through a third rate (``GBP_USD`` or ``USD_GBP`` at mid),
+  found by ``rate_from_ticks`` in the last ticks of every symbol.
 
 Unrealized P&L marks a long at the bid and a short at the ask: the price it
 could be closed at now, before slippage.
@@ -24,13 +25,29 @@ could be closed at now, before slippage.
 from __future__ import annotations
 
 import re
-from decimal import Context, Decimal, localcontext
+from collections.abc import Callable, Mapping
+from decimal import (
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from typing import Final, NamedTuple
 
-from rbot.bus.messages import Order, OrderStatus, Side, Tick
+from .messages import Order, OrderStatus, Side, Tick
 
-from .errors import BadInput, InvalidOrder
-from .fills import EXACT
+# exact decimal arithmetic: an operation that would round raises instead
+EXACT: Final = Context(prec=60, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+
+
+class PnlError(ValueError):
+    """An input the P&L maths cannot handle (a symbol, a price, an order without fills)."""
+
+
+BadInput = InvalidOrder = PnlError
 
 CONVERSION: Final = Context(prec=34)
 _SYMBOL_RE: Final = re.compile(r"^([A-Za-z0-9]+)[_-]([A-Za-z0-9]+)$")
@@ -94,3 +111,39 @@ def unrealized_pnl(order: Order, tick: Tick, account_currency: str | None = None
         return None
     amount = quote_pnl(order.side, order.entry_fill.price, mark, order.qty)
     return to_account(amount, order.symbol, mark, account_currency or order.currency)
+
+
+Rate = Callable[[str, str], Decimal | None]  # (from, to) -> units of ``to`` per ``from``
+
+
+def rate_from_ticks(ticks: Mapping[tuple[str, str], Tick], src: str, dst: str) -> Decimal | None:
+    """``dst`` per ``src`` at mid, from a direct (``SRC_DST``) or inverse pair's last tick."""
+    src, dst = src.upper(), dst.upper()
+    if src == dst:
+        return Decimal(1)
+    for (_venue, symbol), tick in ticks.items():
+        mid = tick.mid
+        if mid is None or mid <= 0:
+            continue
+        try:
+            base, quote = split_symbol(symbol)
+        except BadInput:
+            continue
+        if (base, quote) == (src, dst):
+            return mid
+        if (base, quote) == (dst, src):
+            with localcontext(CONVERSION):
+                return Decimal(1) / mid
+    return None
+
+
+def convert(money: Money, account_currency: str, rate: Rate) -> Money:
+    """``money`` in the account currency where a rate is known (else unchanged)."""
+    account = account_currency.upper()
+    if money.currency.upper() == account:
+        return money
+    factor = rate(money.currency, account)
+    if factor is None:
+        return money
+    with localcontext(CONVERSION):
+        return Money(money.amount * factor, account)

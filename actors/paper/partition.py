@@ -1,0 +1,446 @@
+"""One executor partition: its books, its command consumer and its writes, all fenced.
+
+A ``PartitionWorker`` runs while its executor holds the partition's lease
+(``bus.fence``).  It owns the partition's active orders (a pure ``Engine``),
+the durable pull consumer ``paper_executor_p<N>`` on ``EXEC`` (filter
+``<p>.exec.<N>.>``), and every write for the partition.  Inputs are applied one
+at a time by one loop: commands in stream order, then the latest tick per symbol.
+
+For each change (the engine's ``Change``), in this order:
+
+1. the order to KV ``o.<id>`` (fenced: refused once the lease moved);
+2. its event on ``ORDERS`` (``Nats-Msg-Id = <id>.<n>``: a re-publish is dropped);
+3. the event's effect on position and account (``ledger``, once per sequence);
+4. for an order that stays active, its active-set marker ``a.<part>.<user>.<id>``
+   with the event number and sequence just booked (a new order is first added
+   to the user's history index); for an order that ended, its counters, and
+   after the next counter flush the marker is purged;
+5. the command that caused it is acknowledged.
+
+A crash anywhere leaves the marker behind with an older event number, so a
+rebuild, which reads only the partition's markers (O(active), never history),
+repairs exactly the orders whose effects lag: it re-publishes their last event
+(same id, so JetStream drops it and hands back the original sequence), books
+it, and writes or purges the marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from rbot.bus import codec, keys, kvcas, userindex
+from rbot.bus.active import mark_of
+from rbot.bus.config import Settings
+from rbot.bus.connection import Bus
+from rbot.bus.fence import PartitionFence
+from rbot.bus.kvscan import scan
+from rbot.bus.messages import (
+    ActiveMark,
+    CancelCmd,
+    ExecCommand,
+    ExpireCmd,
+    Fill,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    PartitionCounts,
+    PlaceCmd,
+    Tick,
+)
+from rbot.bus.pnl import Rate
+
+from . import ledger
+from .engine import Change, Engine
+from .errors import PaperError
+from .state import is_active
+
+FETCH_BATCH = 64
+MARKER_TTL_S = 60.0  # purge markers of ended orders disappear after this
+FLUSH_EVERY = 500  # ended orders counted per counter flush, at most
+UNKNOWN_CANCEL_RETRIES = 5  # a cancel that overtook its place is retried this often
+_decode_command = msgspec.json.Decoder(ExecCommand)
+
+
+def event_of(change: Change, partition: int) -> OrderEvent:
+    o = change.order
+    return OrderEvent(
+        order_id=o.id,
+        user=o.user,
+        venue=o.venue,
+        symbol=o.symbol,
+        side=o.side,
+        qty=o.qty,
+        order_type=o.order_type,
+        status=str(o.status),
+        mode=o.mode,
+        stop_loss=o.stop_loss,
+        take_profit=o.take_profit,
+        entry_price=o.entry_price,
+        limit_price=o.limit_price,
+        client_order_id=o.client_order_id,
+        expires_at=o.expires_at,
+        fill=change.fill,
+        reason=change.reason,
+        message=o.reject_message,
+        realized_pnl=o.realized_pnl,
+        currency=o.currency if o.realized_pnl is not None else None,
+        created_at=o.created_at or None,
+        opened_at=o.opened_at,
+        closed_at=o.closed_at,
+        entry_fill=o.entry_fill,
+        closing=o.closing,
+        executor=o.executor,
+        epoch=o.epoch,
+        partition=partition,
+    )
+
+
+def last_change(order: Order) -> Change:
+    """The change that produced ``order``'s last event (to re-publish it)."""
+    fill: Fill | None = None
+    if order.last_event == "position_closed":
+        fill = order.exit_fill
+    elif order.last_event == "order_filled":
+        fill = order.entry_fill
+    reason = order.close_reason or order.reject_code
+    return Change(order, order.last_event or "oco_placed", fill, reason)
+
+
+class PartitionWorker:
+    def __init__(
+        self,
+        bus: Bus,
+        kv: KeyValue,
+        kv_prices: KeyValue,
+        fence: PartitionFence,
+        settings: Settings,
+        rate: Rate,
+        ticks: Mapping[tuple[str, str], Tick],
+    ) -> None:
+        self.bus = bus
+        self.kv = kv
+        self.kv_prices = kv_prices
+        self.fence = fence
+        self.partition = fence.partition
+        self.settings = settings
+        self.instance = fence.owner
+        self.log = logging.getLogger(f"rbot.actor.paper_executor.p{self.partition}")
+        self.engine = Engine(settings.rbot_slippage_bps, settings.rbot_account_currency, rate)
+        self.shared_ticks = ticks
+        self.pending_ticks: dict[tuple[str, str], Tick] = {}
+        self.commands: asyncio.Queue[Msg] = asyncio.Queue(maxsize=FETCH_BATCH * 2)
+        self.work = asyncio.Event()
+        self.counts = PartitionCounts()
+        self.active_counts: collections.Counter[str] = collections.Counter()
+        self.ended: list[tuple[str, str]] = []  # (user, id) markers to purge after a flush
+        self.recent: list[str] = []  # ids whose markers the next flush will purge
+        self.dirty = False
+        self.closing: dict[tuple[str, str], set[str]] = {}  # closes waiting for a price
+        self.rebuilt = asyncio.Event()
+        self.stats = {"repaired": 0, "loaded": 0}
+
+    def on_tick(self, tick: Tick) -> None:
+        self.pending_ticks[(tick.venue, tick.symbol)] = tick
+        self.work.set()
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        await self.rebuild()
+        if on_ready is not None:
+            on_ready()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._fetch_loop())
+            tg.create_task(self._apply_loop())
+
+    # -- rebuild: the partition's active set only -------------------------------
+    async def rebuild(self) -> None:
+        markers: list[tuple[str, str, ActiveMark]] = []
+        for entry in await scan(self.kv, keys.active_of_partition(self.partition)):
+            assert entry.value is not None
+            _, user, oid = keys.parse_active(entry.key)
+            markers.append((user, oid, codec.decode(entry.value, ActiveMark)))
+        try:
+            raw = await self.kv.get(keys.counters(self.partition))
+            if raw.value:
+                self.counts = codec.decode(raw.value, PartitionCounts)
+        except KeyNotFoundError:
+            pass
+        counted = set(self.counts.recent)
+        for start in range(0, len(markers), 256):
+            batch = markers[start : start + 256]
+            orders = await asyncio.gather(*(self._get_order(oid) for _, oid, _ in batch))
+            for (user, oid, mark), order in zip(batch, orders, strict=True):
+                await self._restore(user, oid, mark, order, counted)
+        self.active_counts = collections.Counter(str(o.status) for o in self.engine.orders.values())
+        self.dirty = True
+        await self._flush()
+        for venue, symbol in {(o.venue, o.symbol) for o in self.engine.orders.values()}:
+            tick = self.shared_ticks.get((venue, symbol)) or await self._kv_tick(venue, symbol)
+            if tick is not None:
+                self.engine.last_tick[(venue, symbol)] = tick
+        self.stats["loaded"] = len(self.engine.orders)
+        self.log.info(
+            "partition %d rebuilt (epoch %s): %d active orders, %d repaired",
+            self.partition, self.fence.epoch, len(self.engine.orders), self.stats["repaired"],
+        )  # fmt: skip
+        self.rebuilt.set()
+
+    async def _restore(
+        self, user: str, oid: str, mark: ActiveMark, order: Order | None, counted: set[str]
+    ) -> None:
+        if order is None:  # cannot happen (the order is written first); drop the marker
+            self.ended.append((user, oid))
+            return
+        if order.events > mark.n or not is_active(order.status):
+            seq = await self._publish(last_change(order))  # dropped as a duplicate
+            self.stats["repaired"] += 1
+            await self._settle(order, order.last_event or "", seq, counted)
+        if is_active(order.status):
+            self._load(order)
+
+    def _load(self, order: Order) -> None:
+        self.engine.load(order)
+        if order.closing:
+            self.closing.setdefault((order.venue, order.symbol), set()).add(order.id)
+
+    # -- inputs ---------------------------------------------------------------------
+    async def _reset_consumer(self) -> None:
+        """A fresh durable consumer: every command not yet acknowledged comes again at
+        once (a dead holder's in-flight batch does not wait out its ack wait)."""
+        stream = self.bus.subjects.stream("EXEC")
+        name = self.bus.subjects.exec_consumer(self.partition)
+        try:
+            await self.bus.js.delete_consumer(stream, name)
+        except NotFoundError:
+            pass
+        await self.bus.js.add_consumer(
+            stream,
+            api.ConsumerConfig(
+                durable_name=name,
+                filter_subject=self.bus.subjects.exec_partition(self.partition),
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=30.0,
+                max_deliver=10,
+                backoff=[1.0, 2.0, 5.0, 10.0, 30.0],
+                max_ack_pending=1000,
+            ),
+        )
+
+    async def _fetch_loop(self) -> None:
+        bus = self.bus
+        await self._reset_consumer()
+        stream = bus.subjects.stream("EXEC")
+        name = bus.subjects.exec_consumer(self.partition)
+        while True:
+            psub = await bus.js.pull_subscribe_bind(durable=name, stream=stream)
+            seen_reconnects = bus.reconnects
+            try:
+                while bus.reconnects == seen_reconnects:
+                    try:
+                        msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
+                    except TimeoutError:  # nats' own, or asyncio's
+                        continue
+                    for m in msgs:
+                        await self.commands.put(m)
+                        self.work.set()
+            finally:
+                await psub.unsubscribe()
+            # after a reconnect bind the pull subscription again (nats.py #504)
+            self.log.info("re-binding the command consumer after a reconnect")
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self.work.wait()
+            self.work.clear()
+            while not self.commands.empty():
+                await self._apply_command(self.commands.get_nowait())
+            ticks, self.pending_ticks = self.pending_ticks, {}
+            for tick in ticks.values():
+                await self._persist_all(self.engine.on_tick(tick))
+                await self._sweep_closing(tick)
+            await self._flush()
+
+    async def _apply_command(self, msg: Msg) -> None:
+        try:
+            cmd = _decode_command.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            self.log.error("poison command on %s terminated: %s", msg.subject, exc)
+            await msg.term()
+            return
+        match cmd:
+            case PlaceCmd(order=order):
+                await self._place(order)
+            case CancelCmd(order_id=oid, user=user, reason=reason):
+                if not await self._cancel(oid, user, reason):
+                    if msg.metadata.num_delivered < UNKNOWN_CANCEL_RETRIES:
+                        await msg.nak(delay=0.5)  # its place has not been applied yet
+                        return
+                    self.log.warning("cancel for unknown order %s dropped", oid)
+            case ExpireCmd(order_id=oid):
+                change = self.engine.expire(oid, dt.datetime.now(dt.UTC))
+                await self._persist_all([change] if change else [])
+        await msg.ack()
+
+    async def _place(self, order: Order) -> None:
+        if order.id in self.engine.orders:
+            return  # a redelivery: already booked and still active
+        stored = await self._get_order(order.id)
+        if stored is not None:  # booked before a crash: finish what the crash cut off
+            seq = await self._publish(last_change(stored))
+            await self._settle(stored, stored.last_event or "", seq, set(), index=True)
+            if is_active(stored.status):
+                self._load(stored)
+            return
+        try:
+            change = self.engine.place(order)
+        except PaperError as exc:  # cannot be applied: refused for good, not retried
+            await self._reject(order, "order_invalid", str(exc))
+            return
+        await self._persist(change)
+        tick = self.engine.last_tick.get((order.venue, order.symbol)) or self.shared_ticks.get(
+            (order.venue, order.symbol)
+        )
+        if tick is None:
+            tick = await self._kv_tick(order.venue, order.symbol)
+        if tick is not None and order.order_type == "LIMIT":
+            await self._persist_all(self.engine.on_tick(tick))  # a limit already crossed
+
+    async def _reject(self, order: Order, code: str, message: str) -> None:
+        self.log.warning("order %s parked as rejected: %s", order.id, message)
+        rejected = msgspec.structs.replace(
+            order, status=OrderStatus.REJECTED, reject_code=code, reject_message=message,
+            last_event="order_rejected", events=order.events + 1, closed_at=codec.now_iso(),
+        )  # fmt: skip
+        await self._persist(Change(rejected, "order_rejected", None, code), index=True)
+
+    async def _cancel(self, oid: str, user: str, reason: str) -> bool:
+        """False if the order is unknown here (its place command not applied yet)."""
+        active = self.engine.orders.get(oid)
+        if active is None:
+            stored = await self._get_order(oid)
+            return stored is not None  # ended already: nothing to do
+        if active.user != user:
+            return True
+        change = self.engine.cancel(oid, reason)
+        if change is not None:
+            await self._persist(change)
+        elif active.status is OrderStatus.OPEN and active.closing is None:
+            # no usable price: the close is durable and happens on the next tick
+            closing = self._stamp(msgspec.structs.replace(active, closing=reason))
+            await self.fence.put(keys.order(oid), codec.encode(closing))
+            self.engine.update(closing)
+            self._load(closing)
+        return True
+
+    async def _sweep_closing(self, tick: Tick) -> None:
+        waiting = self.closing.get((tick.venue, tick.symbol))
+        for oid in list(waiting or ()):
+            order = self.engine.orders.get(oid)
+            change = None if order is None else self.engine.cancel(oid, order.closing or "")
+            if order is None or change is not None:
+                waiting.discard(oid)  # type: ignore[union-attr]
+            if change is not None:
+                await self._persist(change)
+
+    # -- persistence ------------------------------------------------------------------
+    def _stamp(self, order: Order) -> Order:
+        return msgspec.structs.replace(order, executor=self.instance, epoch=self.fence.epoch or 0)
+
+    async def _persist_all(self, changes: list[Change]) -> None:
+        for change in changes:
+            await self._persist(change)
+
+    async def _persist(self, change: Change, index: bool = False) -> None:
+        order = self._stamp(change.order)
+        change = Change(order, change.event, change.fill, change.reason)
+        await self.fence.put(keys.order(order.id), codec.encode(order))  # 1. fenced state
+        self.engine.update(order)
+        seq = await self._publish(change)  # 2. the event
+        self._count(change.event)
+        await self._settle(order, change.event, seq, set(), index=index)  # 3. and 4.
+
+    async def _settle(
+        self, order: Order, event: str, seq: int, counted: set[str], index: bool = False
+    ) -> None:
+        s = self.settings
+        await ledger.book(
+            self.kv, order, event, seq, s.rbot_account_currency, s.rbot_starting_balance
+        )
+        if index or event == "oco_placed":
+            await userindex.append(self.kv, order.user, order.id)
+        mark_key = keys.active(self.partition, order.user, order.id)
+        if is_active(order.status):
+            await self.fence.put(mark_key, codec.encode(mark_of(order, seq)))
+            return
+        if order.id not in counted:
+            self.counts.ended[str(order.status)] = self.counts.ended.get(str(order.status), 0) + 1
+        self.recent.append(order.id)
+        self.ended.append((order.user, order.id))
+        self.dirty = True
+        if len(self.ended) >= FLUSH_EVERY:
+            await self._flush()
+
+    def _count(self, event: str) -> None:
+        moves = {
+            "oco_placed": ((), ("PENDING",)),
+            "order_filled": (("PENDING",), ("OPEN",)),
+            "position_closed": (("OPEN",), ()),
+            "order_cancelled": (("PENDING",), ()),
+            "order_expired": (("PENDING",), ()),
+        }.get(event, ((), ()))
+        for status in moves[0]:
+            self.active_counts[status] -= 1
+        for status in moves[1]:
+            self.active_counts[status] += 1
+        self.dirty = True
+
+    async def _flush(self) -> None:
+        """Counters first, then the purge of ended orders' markers (see the module doc)."""
+        if not self.dirty:
+            return
+        self.counts.active = {k: v for k, v in self.active_counts.items() if v > 0}
+        self.counts.recent = self.recent
+        self.counts.ts = codec.now_iso()
+        await self.fence.put(keys.counters(self.partition), codec.encode(self.counts))
+        for user, oid in self.ended:
+            await self.fence.purge(keys.active(self.partition, user, oid), MARKER_TTL_S)
+        self.ended, self.recent, self.dirty = [], [], False
+
+    async def _publish(self, change: Change) -> int:
+        """Publish the change's event; its ORDERS sequence (the original one for a re-publish)."""
+        o = change.order
+        subject = self.bus.subjects.order_event(o.venue, o.symbol, change.event)
+        msg_id = f"{o.id}.{o.events}"
+        data = codec.encode_envelope(
+            change.event, o.venue, event_of(change, self.partition), id=msg_id
+        )
+        ack = await kvcas.retry(
+            lambda: self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        )
+        return int(ack.seq)
+
+    # -- reads ---------------------------------------------------------------------------
+    async def _get_order(self, oid: str) -> Order | None:
+        try:
+            entry = await self.kv.get(keys.order(oid))
+        except KeyNotFoundError:
+            return None
+        return None if not entry.value else codec.decode(entry.value, Order)
+
+    async def _kv_tick(self, venue: str, symbol: str) -> Tick | None:
+        try:
+            entry = await self.kv_prices.get(keys.price(venue, symbol))
+        except KeyNotFoundError:
+            return None
+        assert entry.value is not None
+        return codec.decode(entry.value, Tick)
