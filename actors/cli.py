@@ -216,7 +216,7 @@ async def cmd_up(settings: Settings) -> None:
             f"  dashboard  http://{host}:{api.port}/",
             f"  API docs   http://{host}:{api.port}/docs",
             f"  NATS       {url()} ({nats_line})",
-            f"  tap        rbot tap   or   nats sub '{settings.rbot_prefix}.evt.>'",
+            f"  tap        rbot tap   or   nats sub '{settings.rbot_prefix}.evt.>' (rbot creds tap)",
             *admin_note,
             "  Ctrl-C stops everything",
             "",
