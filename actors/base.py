@@ -27,6 +27,7 @@ from typing import ClassVar
 from rbot.bus import codec
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus, connect
+from rbot.bus.credentials import actor_auth
 from rbot.bus.lease import lead
 from rbot.bus.messages import Beat
 from rbot.bus.timing import every
@@ -102,7 +103,12 @@ class Actor:
 
     async def main(self, ready: Ready) -> None:
         subjects = self.settings.subjects()
-        bus = await connect(self.url, subjects, f"rbot-{self.name}-{self.instance}")
+        bus = await connect(
+            self.url,
+            subjects,
+            f"rbot-{self.name}-{self.instance}",
+            auth=actor_auth(self.settings, self.name),
+        )
         self._bus = bus
         self._state = ActorState.STARTING
 

@@ -5,6 +5,7 @@
     rbot api                the API alone, against NATS_URL
     rbot tap [SUBJECT]      pretty-print bus traffic (default rbot.evt.>)
     rbot user ...           manage users without HTTP
+    rbot creds [IDENTITY]   the NATS identities; ``rbot creds tap``: how to tap with the NATS CLI
 
 This module is the one place allowed to import both ``actors`` and ``api``
 (lazily, in the commands that need them): it wires the tree, nothing else.
@@ -29,6 +30,15 @@ from rbot.bus import codec, fence
 from rbot.bus.active import order_counts
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
+from rbot.bus.credentials import (
+    CredentialsError,
+    auth_for,
+    creds_dir,
+    ensure_credentials,
+    local_defaults,
+    operator_auth,
+)
+from rbot.bus.identities import IDENTITIES, OPERATOR, permissions
 from rbot.bus.kvscan import scan
 from rbot.bus.messages import ActorStatus, TradingState, TradingStateRecord
 from rbot.bus.migrate import PartitionsChanged, migrate
@@ -68,7 +78,13 @@ def build_actors(settings: Settings, url: str | Callable[[], str], only: list[st
 
 async def halt_trading(settings: Settings, url: str, reason: str) -> None:
     """Escalation hook: trading -> HALTED, so nothing new trades without supervision."""
-    bus = await connect(url, settings.subjects(), "rbot-escalation", first_attempts=3)
+    bus = await connect(
+        url,
+        settings.subjects(),
+        "rbot-escalation",
+        first_attempts=3,
+        auth=auth_for(settings, "reporter"),
+    )
     try:
         kv = await bus.kv("control")
         rec = TradingStateRecord(
@@ -110,9 +126,15 @@ def embedded_defaults(settings: Settings) -> Settings:
     * no ARENA_SECRET_KEY: a random key is made once and kept in
       ``<RBOT_DATA_DIR>/secret.key`` (mode 0600), so tokens survive restarts;
     * on loopback, self-registration opens as trader unless RBOT_OPEN_REGISTRATION
-      says otherwise (the seed's quick start registers, then trades).
+      says otherwise (the seed's quick start registers, then trades);
+    * the embedded server (no NATS_URL): one NATS password per identity in
+      ``<RBOT_DATA_DIR>/nats-identities`` (0700 folder, 0600 files), made once.
     """
     update: dict[str, object] = {}
+    if not settings.nats_url and settings.nats_creds_dir is None and settings.nats_user is None:
+        folder = creds_dir(settings.rbot_data_dir)
+        ensure_credentials(folder)
+        update["nats_creds_dir"] = folder
     if settings.arena_secret_key is None:
         data = Path(settings.rbot_data_dir)
         data.mkdir(parents=True, exist_ok=True)
@@ -160,7 +182,9 @@ async def cmd_up(settings: Settings) -> None:
     async def bootstrap(ready: Callable[[], None]) -> None:
         from rbot.api.users import ensure_admin
 
-        bus = await connect(url(), settings.subjects(), "rbot-bootstrap")
+        bus = await connect(
+            url(), settings.subjects(), "rbot-bootstrap", auth=operator_auth(settings)
+        )
         try:
             created = await ensure_admin(bus)
         finally:
@@ -198,7 +222,7 @@ async def cmd_up(settings: Settings) -> None:
             f"  dashboard  http://{host}:{api.port}/",
             f"  API docs   http://{host}:{api.port}/docs",
             f"  NATS       {url()} ({nats_line})",
-            f"  tap        rbot tap   or   nats sub '{settings.rbot_prefix}.evt.>'",
+            f"  tap        rbot tap   or   nats sub '{settings.rbot_prefix}.evt.>' (rbot creds tap)",
             *admin_note,
             "  Ctrl-C stops everything",
             "",
@@ -208,14 +232,31 @@ async def cmd_up(settings: Settings) -> None:
     await _run_tree(root, reporter, banner)
 
 
-async def cmd_actors(settings: Settings, only: list[str]) -> None:
-    url = settings.nats_url or DEFAULT_URL
-    bus = await connect(url, settings.subjects(), "rbot-provision")
-    try:  # streams and buckets may not exist yet on a fresh server
+async def provision_first(settings: Settings, url: str) -> None:
+    """Create streams and buckets (they may not exist yet on a fresh server).
+
+    Needs the operator identity when credentials are in use; a process that has
+    only its own identity (a remote ``rbot actors``) leaves it to one that has.
+    """
+    try:
+        auth = operator_auth(settings)
+    except CredentialsError as exc:
+        log.info("not provisioning streams and buckets: %s", exc)
+        return
+    if auth is not None and auth.user != OPERATOR:
+        log.info("not provisioning streams and buckets as NATS user %s", auth.user)
+        return
+    bus = await connect(url, settings.subjects(), "rbot-provision", auth=auth)
+    try:
         await provision(bus, settings.rbot_replicas)
         await migrate(bus, default_instance())
     finally:
         await bus.close()
+
+
+async def cmd_actors(settings: Settings, only: list[str]) -> None:
+    url = settings.nats_url or DEFAULT_URL
+    await provision_first(settings, url)
     reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
     reporter.nats_up.set()
     root = _actor_supervisor(settings, lambda: url, only, reporter)
@@ -227,6 +268,7 @@ async def cmd_api(settings: Settings) -> None:
     from rbot.api.server import ApiServer
 
     url = settings.nats_url or DEFAULT_URL
+    await provision_first(settings, url)
     api = ApiServer(settings.model_copy(update={"nats_url": url}))
     reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
     reporter.nats_up.set()
@@ -242,10 +284,13 @@ async def cmd_api(settings: Settings) -> None:
     )
 
 
-async def cmd_tap(settings: Settings, pattern: str, raw: bool, count: int | None) -> None:
+async def cmd_tap(
+    settings: Settings, pattern: str, raw: bool, count: int | None, identity: str = "tap"
+) -> None:
     subjects = settings.subjects()
     full = subjects.pattern(pattern)
-    bus = await connect(settings.nats_url or DEFAULT_URL, subjects, "rbot-tap")
+    auth = auth_for(settings, identity)
+    bus = await connect(settings.nats_url or DEFAULT_URL, subjects, "rbot-tap", auth=auth)
     seen = 0
     try:
         sub = await bus.nc.subscribe(full)
@@ -259,10 +304,53 @@ async def cmd_tap(settings: Settings, pattern: str, raw: bool, count: int | None
         await bus.close()
 
 
+def cmd_creds(settings: Settings, identity: str | None) -> int:
+    """List the identities, or show one's credentials: the only command that prints a secret."""
+    url = settings.nats_url or f"nats://127.0.0.1:{os.environ.get('RBOT_NATS_PORT', '4222')}"
+    folder = settings.nats_creds_dir
+    if folder is None:
+        print(
+            "no NATS credentials here: run `rbot up` first, or set NATS_CREDS_DIR", file=sys.stderr
+        )
+        return 1
+    subjects = settings.subjects()
+    if identity is None:
+        print(f"NATS identities in {folder} (`rbot creds NAME` shows one's password):")
+        for name in IDENTITIES:
+            p = permissions(name, subjects)
+            print(
+                f"  {name:<10} publish {len(p.publish):>3} subjects, subscribe {', '.join(p.subscribe)}"
+            )
+        return 0
+    try:
+        auth = auth_for(settings, identity)
+    except CredentialsError as exc:
+        print(f"rbot creds: {exc}", file=sys.stderr)
+        return 1
+    assert auth is not None
+    p = permissions(identity, subjects)
+    what = f"subscribe {', '.join(p.subscribe)}" + ("; publish nothing" if not p.publish else "")
+    lines = [
+        f"# NATS user {auth.user!r} on {url}: {what}",
+        "# a secret: keep it out of shared shells, tickets and chat",
+        f"export NATS_URL={url} NATS_USER={auth.user} NATS_PASSWORD='{auth.password.get_secret_value()}'",
+    ]
+    if identity == "tap":
+        lines += [
+            f"nats sub '{subjects.all_events}'      # events (orders, actors, the pulse)",
+            f"nats sub '{subjects.all_market_data}'       # market data",
+            f"rbot tap '{subjects.all_market_data}'       # or ours (uses the tap identity by itself)",
+        ]
+    print("\n".join(lines))
+    return 0
+
+
 async def cmd_status(settings: Settings) -> None:
     """Trading state, who owns each executor partition, order counts, actors."""
     subjects = settings.subjects()
-    bus = await connect(settings.nats_url or DEFAULT_URL, subjects, "rbot-status")
+    bus = await connect(
+        settings.nats_url or DEFAULT_URL, subjects, "rbot-status", auth=operator_auth(settings)
+    )
     try:
         print(f"NATS          {settings.nats_url or DEFAULT_URL} (prefix {subjects.prefix})")
         print(f"trading       {await read_trading_state(bus)}")
@@ -318,6 +406,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("subject", nargs="?", default="rbot.evt.>")
     t.add_argument("--raw", action="store_true", help="print the JSON as it is on the wire")
     t.add_argument("--count", type=int, default=None, help="stop after N messages")
+    t.add_argument(
+        "--as", dest="identity", default="tap", choices=IDENTITIES, help="NATS identity (tap)"
+    )
+    c = sub.add_parser("creds", help="NATS identities; `rbot creds tap` shows how to tap")
+    c.add_argument("identity", nargs="?", choices=IDENTITIES, help="show this one's password")
     sub.add_parser("status", help="trading state, executor partitions, order counts, actors")
     usercli.add_parser(sub)
     return p
@@ -365,7 +458,7 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level)
-    settings = Settings()
+    settings = local_defaults(Settings())
     if args.cmd == "up":
         return _run(cmd_up(settings))
     if args.cmd == "actors":
@@ -375,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "tap":
         if args.subject == "rbot.evt.>" and settings.rbot_prefix != "rbot":
             args.subject = "evt.>"
-        return _run(cmd_tap(settings, args.subject, args.raw, args.count))
+        return _run(cmd_tap(settings, args.subject, args.raw, args.count, args.identity))
+    if args.cmd == "creds":
+        return cmd_creds(settings, args.identity)
     if args.cmd == "status":
         return _run(cmd_status(settings))
     if args.cmd == "user":

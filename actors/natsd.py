@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import shutil
@@ -33,6 +34,8 @@ from pathlib import Path
 from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
+from rbot.bus.credentials import ensure_credentials, operator_auth, password_hashes
+from rbot.bus.identities import render_authorization
 from rbot.bus.messages import ActorStatus
 from rbot.bus.migrate import migrate
 from rbot.bus.provision import provision
@@ -47,6 +50,7 @@ _MONITOR = re.compile(r"Starting http monitor on ([\d.]+):(\d+)")
 NAME = "nats_server"
 RESTART_BACKOFF = Backoff(initial=0.1, factor=2.0, cap=5.0, jitter=0.3)
 HEALTHY_AFTER_S = 30.0
+GENERATED_CONFIG = "nats-server.conf"
 
 
 class NatsServerExited(RuntimeError):
@@ -73,6 +77,41 @@ def config_file() -> Path:
     raise FileNotFoundError("nats.conf not found (run rbot up from the project folder)")
 
 
+def server_config(settings: Settings) -> Path:
+    """The config the embedded server runs: ``nats.conf`` plus the generated users.
+
+    Without a credentials folder (``NATS_CREDS_DIR``; ``rbot up`` sets one) it is
+    ``nats.conf`` itself: an open server.  Otherwise a 0600 file in the data dir
+    includes ``nats.conf`` and adds one user per identity with its bcrypt hash and
+    permissions, rewritten on every start (nats.conf edits and a new prefix apply).
+    """
+    if settings.nats_creds_dir is None:
+        return config_file()
+    data = Path(settings.rbot_data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    hashes = password_hashes(ensure_credentials(Path(settings.nats_creds_dir)))
+    # nats-server resolves an include against the including file's folder, even
+    # an absolute one: a relative path is the one that works
+    text = (
+        "# written by rbot up on every start; edit nats.conf instead\n"
+        f'include "{os.path.relpath(config_file().resolve(), data)}"\n\n'
+        + render_authorization(hashes, settings.subjects())
+    )
+    path = data / GENERATED_CONFIG
+    _write_private(path, text)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a 0600 file, replacing it atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 @dataclass
 class EmbeddedNats:
     settings: Settings
@@ -97,7 +136,8 @@ class EmbeddedNats:
     def _args(self) -> list[str]:
         data = Path(self.settings.rbot_data_dir).resolve()
         data.mkdir(parents=True, exist_ok=True)
-        args = [server_binary(), "-c", str(config_file()), "-sd", str(data), "-p", str(self.port)]
+        conf = server_config(self.settings)
+        args = [server_binary(), "-c", str(conf), "-sd", str(data), "-p", str(self.port)]
         if self.monitor_port is not None:
             args += ["-m", str(self.monitor_port)]
         return args
@@ -200,7 +240,10 @@ class EmbeddedNats:
         """Streams and buckets, and our status in KV ``actors``.  After a restart
         they exist already: a failure then is logged, not a reason to kill a
         server that is up."""
-        bus = await connect(self.url, self.settings.subjects(), "rbot-provision")
+        bus = await connect(
+            self.url, self.settings.subjects(), "rbot-provision",
+            auth=operator_auth(self.settings),
+        )  # fmt: skip
         try:
             await provision(bus, self.settings.rbot_replicas)
             await migrate(bus, "rbot-up")

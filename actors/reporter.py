@@ -18,6 +18,7 @@ from nats.errors import Error as NatsError
 from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
+from rbot.bus.credentials import auth_for
 from rbot.bus.messages import ActorEvent
 from rbot.bus.subjects import is_token
 
@@ -50,7 +51,12 @@ class Reporter:
 
     async def run(self) -> None:
         await self.nats_up.wait()
-        bus = await connect(self.url(), self.settings.subjects(), f"rbot-reporter-{self.instance}")
+        bus = await connect(
+            self.url(),
+            self.settings.subjects(),
+            f"rbot-reporter-{self.instance}",
+            auth=auth_for(self.settings, "reporter"),
+        )
         try:
             while True:
                 ev = await self.queue.get()

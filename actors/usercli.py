@@ -33,6 +33,7 @@ from rbot.api.users import (
 )
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus, connect
+from rbot.bus.credentials import CredentialsError, operator_auth
 from rbot.bus.provision import provision
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -125,9 +126,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Do one ``rbot user`` command; 0 on success, 1 with a message on stderr."""
     try:
         bus = await connect(
-            settings.nats_url or DEFAULT_URL, settings.subjects(), "rbot-user-cli", first_attempts=5
+            settings.nats_url or DEFAULT_URL,
+            settings.subjects(),
+            "rbot-user-cli",
+            first_attempts=5,
+            auth=operator_auth(settings),
         )
-    except ConnectionError as exc:
+    except (ConnectionError, CredentialsError) as exc:
         sys.stderr.write(f"rbot user: {exc}\n")
         return 1
     try:

@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
+from rbot.bus.credentials import auth_for
+from rbot.bus.identities import OPERATOR
 from rbot.bus.provision import provision
 
 from . import errors, marketcache, middleware
@@ -31,8 +33,11 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.nats_url or "nats://127.0.0.1:4222"
-        bus = await connect(url, settings.subjects(), f"rbot-api-{instance}")
-        await provision(bus, settings.rbot_replicas)
+        bus = await connect(
+            url, settings.subjects(), f"rbot-api-{instance}", auth=auth_for(settings, "api")
+        )
+        if bus.identity in (None, OPERATOR):  # the api identity may not create streams
+            await provision(bus, settings.rbot_replicas)
         ctx = ApiContext(settings=settings, bus=bus)
         ctx.extras[AUTH_KEY] = auth_services
         await auth_services.passwords.warm()
@@ -42,9 +47,10 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
             async with asyncio.TaskGroup() as tg:
                 watchers = [
                     tg.create_task(ctx.watch_pulse()),
-                    tg.create_task(ctx.keep_provisioned()),
                     tg.create_task(watch_ticks(bus, ctx.candles)),
                 ]
+                if bus.identity in (None, OPERATOR):  # a locked API may not; rbot up's server does
+                    watchers.append(tg.create_task(ctx.keep_provisioned()))
                 yield
                 for w in watchers:
                     w.cancel()

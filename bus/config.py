@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     rbot_partitions: int = 4
     rbot_replicas: int = 1  # JetStream replicas for streams and buckets (3 in a cluster)
     rbot_instance: str | None = None
+    # NATS credentials (bus/credentials.py): a folder with one password file per
+    # identity (rbot up sets it to <RBOT_DATA_DIR>/nats-identities), or one
+    # user for every connection of this process; neither: an open server
+    nats_creds_dir: Path | None = None
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
 
     # api
     rbot_api_host: str = "127.0.0.1"

@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from .credentials import NatsAuth
 from .subjects import Subjects
 
 log = logging.getLogger("rbot.bus")
@@ -27,11 +28,18 @@ class BusClosed(ConnectionError):
     """The NATS connection closed for good."""
 
 
+class AuthRefused(BusClosed):
+    """The server refused our credentials (retrying cannot help)."""
+
+
 class Bus:
     """One NATS connection with its JetStream context, subjects and KV handles."""
 
-    def __init__(self, nc: NATS, subjects: Subjects, name: str) -> None:
+    def __init__(
+        self, nc: NATS, subjects: Subjects, name: str, identity: str | None = None
+    ) -> None:
         self.nc = nc
+        self.identity = identity  # the NATS user it connected as (None: no credentials)
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.subjects = subjects
         self.name = name
@@ -84,12 +92,20 @@ async def connect(
     *,
     connect_timeout: float = 5.0,
     first_attempts: int = 60,
+    auth: NatsAuth | None = None,
 ) -> Bus:
-    """Connect, retrying the first connection, then reconnect forever."""
+    """Connect, retrying the first connection, then reconnect forever.
+
+    ``auth``: user and password (never in the URL, so never in a log line) and
+    the identity's own inbox prefix; ``None`` connects without credentials.
+    """
     holder: dict[str, Bus] = {}
+    refused = asyncio.Event()  # the server refused our credentials on the first connect
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats %s: %s", name, exc)
+        if "Authorization Violation" in str(exc) and "bus" not in holder:
+            refused.set()
 
     async def on_disconnect() -> None:
         log.info("nats %s: disconnected", name)
@@ -124,16 +140,46 @@ async def connect(
         reconnected_cb=on_reconnect,
         closed_cb=on_closed,
     )
+    if auth is not None:
+        opts["user"] = auth.user
+        opts["password"] = auth.password.get_secret_value()
+        if auth.inbox_prefix is not None:
+            opts["inbox_prefix"] = auth.inbox_prefix
     delay = 0.05
     for attempt in range(first_attempts):
         try:
-            nc = await nats.connect(**opts)
+            nc = await _first_connect(opts, refused)
             break
+        except AuthRefused:
+            raise
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
             if attempt == first_attempts - 1:
                 raise BusClosed(f"cannot connect to NATS: {exc}") from exc
             await asyncio.sleep(delay)  # back off before the next first-connect attempt
             delay = min(delay * 2, 1.0)
-    bus = Bus(nc, subjects, name)
+    bus = Bus(nc, subjects, name, auth.user if auth is not None else None)
     holder["bus"] = bus
     return bus
+
+
+async def _first_connect(opts: dict[str, Any], refused: asyncio.Event) -> NATS:
+    """``nats.connect``, but give up at once when the server refuses the credentials.
+
+    With ``max_reconnect_attempts=-1`` nats-py retries a refused CONNECT forever
+    (logging each time); wrong credentials are a configuration error, not an outage.
+    """
+
+    async def refusal() -> None:
+        await refused.wait()
+        raise AuthRefused(f"NATS refused {opts['name']}: authorization violation")
+
+    nc = NATS()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            watch = tg.create_task(refusal())
+            await nc.connect(**opts)
+            watch.cancel()
+    except* AuthRefused as group:
+        await nc.close()
+        raise group.exceptions[0] from None
+    return nc

@@ -126,6 +126,10 @@ class Subjects:
     def order_cancel(self) -> str:
         return f"{self.prefix}.cmd.order.cancel"
 
+    @property
+    def order_commands(self) -> str:
+        return f"{self.prefix}.cmd.order.>"
+
     def exec(self, venue: str, symbol: str) -> str:
         check_token(venue, "venue")
         check_token(symbol, "symbol")
@@ -221,7 +225,7 @@ class Subjects:
     def stream_subjects(self, name: str) -> list[str]:
         return {
             "ORDERS": [self.order_events],
-            "EXEC": [f"{self.prefix}.exec.>"],
+            "EXEC": [self.all_exec],
             "SYSTEM": [self.actor_events],
         }[name]
 
@@ -238,6 +242,30 @@ class Subjects:
 
     def consumer(self, name: str) -> str:
         return check_token(name, "consumer")
+
+    @property
+    def all_exec(self) -> str:
+        return f"{self.prefix}.exec.>"
+
+    @property
+    def all_market_data(self) -> str:
+        return f"{self.prefix}.md.>"
+
+    @property
+    def all_heartbeats(self) -> str:
+        return f"{self.prefix}.hb.>"
+
+    # -- KV internals (the server's naming, for permissions) ---------------
+    def kv_stream(self, name: str) -> str:
+        """The stream behind a bucket: ``KV_<bucket>``."""
+        return f"KV_{self.bucket(name)}"
+
+    def kv_keys(self, name: str, key: str = ">") -> str:
+        """The subject a bucket's key (or key pattern) is stored under: ``$KV.<bucket>.<key>``."""
+        for part in key.split("."):
+            if part not in ("*", ">"):
+                check_token(part, "key")
+        return f"$KV.{self.bucket(name)}.{key}"
 
 
 def matches(pattern: str, subject: str) -> bool:

@@ -6,6 +6,7 @@ Proves the promise "tap events with any NATS client".
 from __future__ import annotations
 
 import asyncio
+import json
 from urllib.parse import urlparse
 
 
@@ -16,12 +17,16 @@ class ForeignNats:
         self.port = u.port or 4222
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.errors: list[str] = []
 
-    async def connect(self) -> None:
+    async def connect(self, user: str | None = None, password: str | None = None) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         info = await self.reader.readline()
         assert info.startswith(b"INFO "), info
-        self.writer.write(b'CONNECT {"verbose":false,"pedantic":false,"name":"foreign"}\r\n')
+        opts: dict[str, object] = {"verbose": False, "pedantic": False, "name": "foreign"}
+        if user is not None:
+            opts |= {"user": user, "pass": password}
+        self.writer.write(b"CONNECT " + json.dumps(opts).encode() + b"\r\n")
         await self.writer.drain()
 
     async def subscribe(self, subject: str, sid: int = 1) -> None:
@@ -29,13 +34,42 @@ class ForeignNats:
         self.writer.write(f"SUB {subject} {sid}\r\nPING\r\n".encode())
         await self.writer.drain()
 
+    async def refusal(self) -> str:
+        """After a CONNECT the server refuses: its -ERR, read until it hangs up.
+
+        Nothing more is written first (a write racing the server's close is
+        answered with a reset that can swallow the -ERR).
+        """
+        assert self.reader is not None
+        while line := await self.reader.readline():
+            if line.startswith(b"-ERR"):
+                return line.decode(errors="replace").strip()
+        raise ConnectionError("closed without an error")
+
+    async def flush(self) -> None:
+        """PING and wait for the PONG: everything sent before is processed by the server."""
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(b"PING\r\n")
+        await self.writer.drain()
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError(f"server closed the connection {self.errors}")
+            if line.startswith(b"-ERR"):
+                self.errors.append(line.decode(errors="replace").strip())
+            elif line.startswith(b"PONG"):
+                return
+
     async def next_msg(self) -> tuple[str, bytes]:
         """The next MSG (answering server PINGs on the way)."""
         assert self.reader is not None and self.writer is not None
         while True:
             line = await self.reader.readline()
             if not line:
-                raise ConnectionError("server closed the connection")
+                raise ConnectionError(f"server closed the connection {self.errors}")
+            if line.startswith(b"-ERR"):
+                self.errors.append(line.decode(errors="replace").strip())
+                continue
             if line.startswith(b"PING"):
                 self.writer.write(b"PONG\r\n")
                 await self.writer.drain()

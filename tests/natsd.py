@@ -22,9 +22,10 @@ _LISTEN = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
 class NatsServer:
     """One nats-server process; ``restart()`` keeps its port and store."""
 
-    def __init__(self, store: Path, port: int = -1) -> None:
+    def __init__(self, store: Path, port: int = -1, config: Path | None = None) -> None:
         self.store = store
         self.port = port
+        self.config = config  # e.g. a generated authorization block (tests of identities)
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
 
@@ -35,6 +36,8 @@ class NatsServer:
     def start(self, timeout: float = 20.0) -> None:
         args = [nats_server_bin(), "-a", "127.0.0.1", "-p", str(self.port), "-js"]
         args += ["-sd", str(self.store)]
+        if self.config is not None:
+            args += ["-c", str(self.config)]
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
@@ -70,8 +73,8 @@ class NatsServer:
 
 
 @contextlib.contextmanager
-def running_server(store: Path) -> Iterator[NatsServer]:
-    srv = NatsServer(store)
+def running_server(store: Path, config: Path | None = None) -> Iterator[NatsServer]:
+    srv = NatsServer(store, config=config)
     srv.start()
     try:
         yield srv

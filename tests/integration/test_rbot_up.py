@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 from pathlib import Path
 
 import httpx
@@ -65,10 +66,36 @@ async def seed_quick_start(client: httpx.AsyncClient) -> None:
         assert env["type"] in ("oco_placed", "order_filled")
 
 
+def password(rbot: RbotUp, identity: str) -> str:
+    return (rbot.data_dir / "nats-identities" / identity).read_text().strip()
+
+
+def check_credential_files(rbot: RbotUp) -> None:
+    """One password per identity, 0600 in a 0700 folder; the server's config has hashes only."""
+    folder = rbot.data_dir / "nats-identities"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files = sorted(p.name for p in folder.iterdir())
+    assert {"operator", "api", "guard", "executor", "feeds", "tap"} <= set(files)
+    conf = (rbot.data_dir / "nats-server.conf").read_text()
+    for name in files:
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
+        assert password(rbot, name) not in conf  # bcrypt hashes only
+        assert password(rbot, name) not in rbot.text  # never printed
+    assert stat.S_IMODE((rbot.data_dir / "nats-server.conf").stat().st_mode) == 0o600
+    assert conf.count('password: "$2') == len(files)
+
+
 async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
     rbot = RbotUp(tmp_path / "var")
     await rbot.start()
     try:
+        check_credential_files(rbot)
+        # the bus is locked: no credentials, no connection
+        stranger = ForeignNats(rbot.nats_url)
+        await stranger.connect()
+        assert "Authorization Violation" in await stranger.refusal()
+        await stranger.close()
+
         async with httpx.AsyncClient(base_url=rbot.base, timeout=10) as client:
             assert (await client.get("/health")).status_code == 200
             headers = await auth_headers(client, rbot)
@@ -99,12 +126,14 @@ async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
 
             nc = await nats.connect(
                 rbot.nats_url,
+                user="operator",  # the test reads the SYSTEM stream below
+                password=password(rbot, "operator"),
                 reconnect_time_wait=0.1,
                 max_reconnect_attempts=-1,
                 reconnected_cb=on_reconnect,
             )
-            foreign = ForeignNats(rbot.nats_url)
-            await foreign.connect()
+            foreign = ForeignNats(rbot.nats_url)  # as a NATS CLI user taps: identity tap
+            await foreign.connect(user="tap", password=password(rbot, "tap"))
             await foreign.subscribe("rbot.evt.>")
             sub = await nc.subscribe("rbot.evt.heartbeat")
             async with asyncio.timeout(20):
@@ -147,6 +176,8 @@ async def test_rbot_up_end_to_end(tmp_path: Path) -> None:
     shutdown = rbot.text[rbot.text.index("actors stopped") :]
     assert "Traceback" not in shutdown, shutdown[-3000:]
     assert "never retrieved" not in rbot.text
+    # every component on its own identity, and none tried what it may not do
+    assert "permissions violation" not in rbot.text.lower(), rbot.text[-3000:]
     assert "nats_server stopped" in rbot.text
     # reverse order: the API stops before the actors, the actors before NATS
     t = rbot.text

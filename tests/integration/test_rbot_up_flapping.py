@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import nats
 
+from tests.integration.test_rbot_up import password as nats_password
 from tests.rbotproc import RbotUp
 
 KILLS = 8
@@ -40,7 +41,8 @@ async def test_rbot_up_survives_its_nats_server_killed_8_times(tmp_path: Path) -
                 back.set()
 
             nc = await nats.connect(
-                rbot.nats_url, reconnect_time_wait=0.05, max_reconnect_attempts=-1,
+                rbot.nats_url, user="operator", password=nats_password(rbot, "operator"),
+                reconnect_time_wait=0.05, max_reconnect_attempts=-1,
                 reconnected_cb=on_reconnect,
             )  # fmt: skip
             pulses = await nc.subscribe("rbot.evt.heartbeat")
