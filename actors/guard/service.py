@@ -22,7 +22,6 @@ For one ``rbot.cmd.order.place`` request:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import time
 import uuid
@@ -50,6 +49,7 @@ from rbot.bus.messages import (
 )
 
 from ..base import Actor, Ready
+from .idem import request_hash
 from .rules import GuardContext, Limits, RateLimiter, Rejection, check, rate_limited
 
 PUBLISH_ATTEMPTS = 3
@@ -66,15 +66,6 @@ FX_LIMITS = Limits(max_qty=Decimal(10_000_000), max_notional=Decimal(20_000_000)
 def order_id_for(venue: str, number: int) -> str:
     """The seed's shapes: ``paper-oanda-<n>`` for OANDA, ``paper-<n>`` for Coinbase."""
     return f"paper-oanda-{number}" if venue == "oanda" else f"paper-{number}"
-
-
-def request_hash(req: OrderRequest) -> str:
-    """What makes two requests "the same order" (user, key and secrets excluded)."""
-    fields = (
-        req.venue, req.symbol, req.side, req.order_type, req.qty, req.stop_loss,
-        req.take_profit, req.entry_price, req.limit_price, req.quality_score, req.ttl_minutes,
-    )  # fmt: skip
-    return hashlib.sha256(repr(fields).encode()).hexdigest()[:32]
 
 
 class OrderGuard(Actor):
