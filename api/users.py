@@ -38,7 +38,35 @@ ADMIN_EMAIL_ENV = "RBOT_ADMIN_EMAIL"
 DEFAULT_ADMIN_EMAIL = "admin@localhost"
 MIN_PASSWORD = 8
 MIN_PASSWORD_LOCAL = 4  # open registration as trader, or RBOT_DEV: the seed's "pass"
+MIN_PASSWORD_ADMIN = 12  # everywhere, local mode included
 MAX_PASSWORD = 1024
+# the top of the breached-password lists at 12+ characters (compared lower-cased)
+COMMON_PASSWORDS = frozenset(
+    {
+        "123456789012",
+        "1234567890123",
+        "12345678910",
+        "1q2w3e4r5t6y",
+        "aaaaaaaaaaaa",
+        "abcdefghijkl",
+        "administrator",
+        "admin1234567",
+        "adminadmin12",
+        "changeme1234",
+        "iloveyou1234",
+        "letmein12345",
+        "password1234",
+        "password12345",
+        "password123456",
+        "passwordpassword",
+        "qwerty123456",
+        "qwertyuiop12",
+        "qwertyuiopasdf",
+        "trustno1trustno1",
+        "welcome12345",
+        "welcome123456",
+    }
+)
 MAX_EMAIL = 254
 _EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$")
 _CAS_ATTEMPTS = 8
@@ -104,13 +132,34 @@ def user_id(email: str) -> str:
     return "u_" + hashlib.sha256(normalise_email(email).encode()).hexdigest()[:32]
 
 
-def check_password(password: str, *, min_length: int = MIN_PASSWORD) -> None:
+def check_password(
+    password: str,
+    *,
+    min_length: int = MIN_PASSWORD,
+    role: Role | None = None,
+    email: str | None = None,
+) -> None:
+    """``WeakPassword`` unless ``password`` is acceptable for a user of ``role``.
+
+    Admins get the stricter policy everywhere (registration by an admin, password
+    change, ``rbot user add --role admin``), whatever mode the server runs in: at
+    least ``MIN_PASSWORD_ADMIN`` characters, not the email or its local part, not
+    a common password.
+    """
+    if role is Role.ADMIN:
+        min_length = max(min_length, MIN_PASSWORD_ADMIN)
     if len(password) < min_length:
         raise WeakPassword(f"password must be at least {min_length} characters")
     if len(password) > MAX_PASSWORD:
         raise WeakPassword(f"password must be at most {MAX_PASSWORD} characters")
     if not _is_text(password):
         raise WeakPassword("password must be valid Unicode text")
+    if role is Role.ADMIN:
+        folded = password.strip().lower()
+        if email and folded in {email.strip().lower(), email.strip().lower().split("@")[0]}:
+            raise WeakPassword("an admin password must not be the email")
+        if folded in COMMON_PASSWORDS:
+            raise WeakPassword("that password is too common for an admin")
 
 
 def generate_password() -> str:

@@ -192,7 +192,9 @@ async def register(
             raise forbidden("self-registration creates viewers; an admin assigns other roles")
     try:
         email = normalise_email(body.email)
-        check_password(body.password.get_secret_value(), min_length=_min_password(auth))
+        check_password(
+            body.password.get_secret_value(), min_length=_min_password(auth), role=role, email=email
+        )
     except InvalidEmail as exc:
         raise ApiError(422, "invalid_email", str(exc)) from None
     except WeakPassword as exc:
@@ -368,7 +370,12 @@ async def change_password(
     if user is None:
         raise unauthorized("token_invalid", "the account no longer exists")
     try:
-        check_password(body.new_password.get_secret_value(), min_length=_min_password(auth))
+        check_password(
+            body.new_password.get_secret_value(),
+            min_length=_min_password(auth),
+            role=principal.role,
+            email=principal.email,
+        )
     except WeakPassword as exc:
         raise ApiError(422, "weak_password", str(exc)) from None
     try:
