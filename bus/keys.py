@@ -8,6 +8,11 @@ bucket prices   <venue>.<symbol>               the last tick
 bucket control  trading                        ACTIVE / REDUCING / HALTED
 bucket actors   <actor>.<instance>, lifecycle.<actor>.<instance>
 bucket leases   <name>[.<part>]
+bucket users    u_<hash>                       a user (the id is the key)
+                admins                         the roster of enabled admins (last-admin rule)
+bucket lockouts login.<client>.<account>       failed logins of one client on one account
+                loginacct.<account>            failed logins on one account, from anywhere
+                pin.<user>                     failed live PINs of one user
 """
 
 from __future__ import annotations
@@ -15,6 +20,19 @@ from __future__ import annotations
 from .subjects import check_token
 
 TRADING = "trading"
+ADMINS = "admins"
+
+
+def login_client(client: str, account: str) -> str:
+    return f"login.{check_token(client, 'client')}.{check_token(account, 'account')}"
+
+
+def login_account(account: str) -> str:
+    return f"loginacct.{check_token(account, 'account')}"
+
+
+def pin_failures(user: str) -> str:
+    return f"pin.{check_token(user, 'user')}"
 
 
 def order(order_id: str) -> str:
