@@ -225,3 +225,26 @@ def test_the_shipped_example_is_refused() -> None:
     line = next(x for x in env.read_text().splitlines() if x.startswith("ARENA_SECRET_KEY="))
     assert weakness(line.split("=", 1)[1]) is not None
     assert weakness("Zr3kq0m6bT1vW9xY2sLp8dFh4gJc5nAe7uIo") is None
+
+
+# -- login throttling across replicas ---------------------------------------------------
+
+
+async def test_login_throttle_holds_across_replicas_and_restarts(
+    settings: Settings, leaks: Leaks
+) -> None:
+    guess = {"email": "many@test", "password": leaks.password("guess")}
+    async with running(settings, leaks) as one, running(settings, leaks) as two:
+        two.app.state.ctx.extras["auth"].clock = one.app.state.ctx.extras["auth"].clock
+        await one.user("many@test", "many pass 1")
+        async with one.client_from("10.7.7.7") as a, two.client_from("10.7.7.7") as b:
+            statuses = []
+            for i in range(6):  # alternate replicas: the counter is shared in KV
+                r = await (a if i % 2 else b).post("/auth/login", json=guess)
+                statuses.append(r.status_code)
+            assert statuses[:4] == [401] * 4 and 429 in statuses[4:]
+    async with running(settings, leaks) as three:  # a restarted API still remembers
+        three.app.state.ctx.extras["auth"].clock = lambda: kit.WALL_EPOCH + 1000.0
+        async with three.client_from("10.7.7.7") as c:
+            assert_error(await c.post("/auth/login", json=guess), 429, "rate_limited")
+        assert (await three.login("many@test", "many pass 1")).status_code == 200
