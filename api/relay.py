@@ -41,7 +41,7 @@ from rbot.bus.connection import Bus
 from rbot.bus.subjects import SubjectError, Subjects, matches
 
 from .principal import Principal, Role
-from .sessionwatch import SessionRef, session_end
+from .sessionwatch import SessionRef, raise_if_cancelled, session_end
 
 log = logging.getLogger("rbot.api.relay")
 
@@ -238,6 +238,7 @@ class Relay:
 
         sub = await self.bus.nc.subscribe(pattern, cb=on_msg)
         try:
+            raise_if_cancelled()
             await asyncio.Event().wait()  # until cancelled; the callback does the work
         finally:
             await sub.unsubscribe()
@@ -260,6 +261,7 @@ class Relay:
             idle_heartbeat=5.0,
         )
         try:
+            raise_if_cancelled()
             async for msg in sub.messages:
                 if not any(matches(p, msg.subject) for p in pats):
                     continue

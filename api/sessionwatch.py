@@ -16,8 +16,9 @@ delivers the change within milliseconds of the write, on every API replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,24 @@ class SessionRef:
     sid: str
 
 
-async def _entries(kv: KeyValue, key: str) -> AsyncIterator[KeyValue.Entry]:
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    nats-py waits for server replies with ``asyncio.wait_for``, which on Python
+    3.11 can return the reply and drop a cancellation that arrived at the same
+    moment.  A relay task that missed its cancel would keep its stream's
+    TaskGroup (and the client's stream slot) open forever, so every task that
+    sets up a subscription checks after it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _entries(kv: KeyValue, key: str) -> AsyncGenerator[KeyValue.Entry, None]:
     watcher = await kv.watch(key)
     try:
+        raise_if_cancelled()
         async for entry in watcher:
             if entry is not None:  # None: the end of the initial values
                 yield entry
@@ -63,7 +79,14 @@ def _value(entry: KeyValue.Entry) -> bytes | None:
 
 
 async def _user_end(bus: Bus, ref: SessionRef, on_role: Callable[[Role], None]) -> str:
-    async for entry in _entries(await bus.kv("users"), ref.user):
+    async with contextlib.aclosing(_entries(await bus.kv("users"), ref.user)) as entries:
+        return await _user_verdict(entries, ref, on_role)
+
+
+async def _user_verdict(
+    entries: AsyncIterator[KeyValue.Entry], ref: SessionRef, on_role: Callable[[Role], None]
+) -> str:
+    async for entry in entries:
         value = _value(entry)
         if value is None:
             return "account_removed"
@@ -77,7 +100,12 @@ async def _user_end(bus: Bus, ref: SessionRef, on_role: Callable[[Role], None]) 
 
 
 async def _family_end(bus: Bus, ref: SessionRef) -> str:
-    async for entry in _entries(await bus.kv("tokens"), family_key(ref.sid)):
+    async with contextlib.aclosing(_entries(await bus.kv("tokens"), family_key(ref.sid))) as e:
+        return await _family_verdict(e, ref)
+
+
+async def _family_verdict(entries: AsyncIterator[KeyValue.Entry], ref: SessionRef) -> str:
+    async for entry in entries:
         value = _value(entry)
         if value is None:
             return "session_ended"
