@@ -7,7 +7,8 @@
     rbot user enable EMAIL
 
 For scripts: ``printf '%s\\n' "$PW" | rbot user add ops@example.com --role trader``.
-The password is never echoed or logged.
+The password is never echoed or logged.  Admins need a real one (12+
+characters, not the email, not a common password), in local mode too.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def add_parser(subparsers: Any) -> None:
     enable.add_argument("email")
 
 
-def read_password(min_length: int) -> str:
+def read_password(min_length: int, role: Role = Role.VIEWER, email: str | None = None) -> str:
     """From a prompt (asked twice) on a terminal, else the first line of stdin."""
     if sys.stdin.isatty():
         first = getpass.getpass("password: ")
@@ -71,7 +72,7 @@ def read_password(min_length: int) -> str:
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     try:
-        check_password(password, min_length=min_length)
+        check_password(password, min_length=min_length, role=role, email=email)
     except WeakPassword as exc:
         raise CliError(str(exc)) from None
     return password
@@ -101,12 +102,13 @@ async def _execute(args: argparse.Namespace, settings: Settings, bus: Bus) -> st
         except InvalidEmail as exc:
             raise CliError(str(exc)) from None
         local = settings.rbot_dev or settings.rbot_open_registration.strip().lower() == "trader"
+        role = Role(args.role)
         password = await asyncio.to_thread(
-            read_password, MIN_PASSWORD_LOCAL if local else MIN_PASSWORD
+            read_password, MIN_PASSWORD_LOCAL if local else MIN_PASSWORD, role, email
         )
         hashed = await Passwords.from_env().hash(password)
         try:
-            user = await store.create(email, hashed, Role(args.role))
+            user = await store.create(email, hashed, role)
         except EmailTaken:
             raise CliError(f"{email} is already registered") from None
         return f"created {_line(user)}"

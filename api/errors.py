@@ -128,6 +128,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        rid = request.headers.get("x-request-id", "")
-        return error_response(500, "internal_error", "unexpected error", {"request_id": rid})
+        # the id the middleware validated (or made): never the raw header, which
+        # could carry markup or a log-injection payload
+        rid = str(request.scope.get("state", {}).get("request_id", ""))
+        log.exception("unexpected error on %s rid=%s", request.url.path, rid)
+        return error_response(
+            500,
+            "internal_error",
+            "unexpected error",
+            {"request_id": rid},
+            headers={"X-Request-ID": rid} if rid else None,
+        )

@@ -1,4 +1,4 @@
-"""The API's edges: body limit (413), request ids, security headers, CORS."""
+"""The API's edges: body limit (413), request ids, security headers, Host check, CORS."""
 
 from __future__ import annotations
 
@@ -44,7 +44,11 @@ def _json_error(status: int, code: str, message: str) -> tuple[Message, Message]
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with a JSON 413."""
+    """Refuse request bodies over ``limit`` bytes with a JSON 413.
+
+    Both a declared ``Content-Length`` over the limit and a body that grows past
+    it while streaming (``Transfer-Encoding: chunked``) are refused.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -80,6 +84,13 @@ class BodyLimit:
 
         async def watch(msg: Message) -> None:
             nonlocal started
+            if refused:
+                # the app caught the overflow while reading (FastAPI turns any body
+                # error into a 400): its answer is replaced by the 413
+                if msg["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(send)
+                return
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
@@ -130,7 +141,12 @@ class CurlJson:
 
 
 class RequestIdAndHeaders:
-    """A request id on every response (and in the access log); security headers."""
+    """A request id on every response (and in the access log); security headers.
+
+    A client's ``X-Request-ID`` is kept only when it is a sane token (1-64 of
+    ``A-Za-z0-9._-``); anything else is replaced by a fresh id, so no header,
+    log line or error body ever echoes an unvalidated value.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -166,6 +182,53 @@ class RequestIdAndHeaders:
             log.info("%s %s %s rid=%s", scope.get("method"), scope.get("path"), status, rid)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def host_name(value: str) -> str:
+    """``Host`` without its port, lower-cased; brackets off an IPv6 literal."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else ""
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostAllowList:
+    """Answer only requests whose ``Host`` names this server (DNS rebinding).
+
+    A page on ``evil.example`` that re-points its name to 127.0.0.1 makes the
+    browser send ``Host: evil.example`` to our loopback port, same-origin in the
+    browser's eyes; refusing foreign ``Host`` values stops it.  Installed when
+    the API listens on loopback with open trader registration (``rbot up``'s
+    default), where such a page could otherwise register a trader and trade.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = next((v for k, v in scope.get("headers", []) if k == b"host"), b"")
+        if host_name(host.decode("latin-1")) not in self.allowed:
+            start, body = _json_error(
+                400, "host_not_allowed", "this server answers only to a loopback Host header"
+            )
+            await send(start)
+            await send(body)
+            return
+        await self.app(scope, receive, send)
+
+
+def loopback_open(settings: Settings) -> bool:
+    """Open trader registration on a loopback listener: ``rbot up``'s local mode."""
+    open_trader = settings.rbot_open_registration.strip().lower() == "trader"
+    return open_trader and settings.rbot_api_host in LOOPBACK_HOSTS
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     origins = [o.strip() for o in settings.rbot_cors_origins.split(",") if o.strip()]
     if origins:
@@ -184,4 +247,6 @@ def install(app: FastAPI, settings: Settings) -> None:
         )
     app.add_middleware(CurlJson)
     app.add_middleware(BodyLimit, limit=settings.rbot_max_body_bytes)
+    if loopback_open(settings):
+        app.add_middleware(HostAllowList, allowed=LOOPBACK_HOSTS)
     app.add_middleware(RequestIdAndHeaders)

@@ -40,11 +40,13 @@ from .tokens import (
     REFRESH_TTL_S,
     AccessClaims,
     RefreshStore,
+    SigningKeyError,
     TokenError,
     TokenService,
     signing_key,
 )
 from .users import UserStore
+from .weaksecrets import weakness
 
 log = logging.getLogger("rbot.api.auth")
 
@@ -69,6 +71,7 @@ class Auth:
 
     @classmethod
     def build(cls, settings: Settings, passwords: Passwords | None = None) -> Auth:
+        refuse_example_secret(settings)
         auth = cls(
             settings=settings,
             tokens=TokenService(signing_key(settings)),
@@ -91,6 +94,19 @@ class Auth:
     @property
     def open_trader(self) -> bool:
         return self.settings.rbot_open_registration.strip().lower() == "trader"
+
+
+def refuse_example_secret(settings: Settings) -> None:
+    """``SigningKeyError`` when ARENA_SECRET_KEY is a published example or a placeholder."""
+    secret = settings.arena_secret_key
+    if secret is None:
+        return  # missing: signing_key() decides (a refusal, or RBOT_DEV's throwaway key)
+    reason = weakness(secret.get_secret_value())
+    if reason is not None:
+        raise SigningKeyError(
+            f"ARENA_SECRET_KEY is refused: {reason}; generate one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
 
 
 def auth_of(ctx: ApiContext) -> Auth:

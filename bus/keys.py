@@ -20,6 +20,11 @@ bucket actors   <actor>.<instance>                 the pulse's view of an actor 
                 feed.<venue>                       the feed leader's link status
                 nats_server                        the embedded server's restarts (``rbot up``)
 bucket leases   <name>[.<part>]
+bucket users    u_<hash>                       a user (the id is the key)
+                admins                         the roster of enabled admins (last-admin rule)
+bucket lockouts login.<client>.<account>       failed logins of one client on one account
+                loginacct.<account>            failed logins on one account, from anywhere
+                pin.<user>                     failed live PINs of one user
 """
 
 from __future__ import annotations
@@ -28,6 +33,20 @@ from .subjects import check_token
 
 TRADING = "trading"
 NATS_SERVER = "nats_server"
+
+ADMINS = "admins"
+
+
+def login_client(client: str, account: str) -> str:
+    return f"login.{check_token(client, 'client')}.{check_token(account, 'account')}"
+
+
+def login_account(account: str) -> str:
+    return f"loginacct.{check_token(account, 'account')}"
+
+
+def pin_failures(user: str) -> str:
+    return f"pin.{check_token(user, 'user')}"
 
 
 def order(order_id: str) -> str:

@@ -141,7 +141,9 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     idempotency_key: str | None = None
     ttl_minutes: int | None = None
     live: bool = False
-    pin: str | None = None  # only present when the caller sent X-PIN; never logged
+    # the API's verdict on X-PIN (api/pin.py): None = no PIN sent or not checked; the PIN
+    # itself never travels on the bus
+    pin_ok: bool | None = None
     request_id: str = ""
 
 

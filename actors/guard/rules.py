@@ -230,7 +230,7 @@ def check_live(req: OrderRequest, ctx: GuardContext) -> Rejection | None:
         return reject(Code.LIVE_DISABLED, "live execution is disabled on this server")
     if not ctx.pin_configured:
         return reject(Code.LIVE_DISABLED, "live orders need a PIN configured on the server")
-    if not req.pin:
+    if req.pin_ok is None:
         return reject(Code.PIN_REQUIRED, "live orders need the X-PIN header")
     if ctx.pin_ok is not True:
         return reject(Code.PIN_INVALID, "the PIN is not correct")

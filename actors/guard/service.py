@@ -32,8 +32,6 @@ follows the place command through the same partition and is applied after it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import time
 import uuid
 from decimal import Decimal
@@ -69,6 +67,7 @@ from rbot.bus.messages import (
 from rbot.bus.subjects import is_token
 
 from ..base import Actor, Ready
+from .idem import request_hash
 from .rules import GuardContext, Limits, Rejection, check, rate_limited, take_token
 
 PUBLISH_ATTEMPTS = 3
@@ -96,15 +95,6 @@ def order_number(order_id: str) -> int | None:
     return int(tail)
 
 
-def request_hash(req: OrderRequest) -> str:
-    """What makes two requests "the same order" (user, key and secrets excluded)."""
-    fields = (
-        req.venue, req.symbol, req.side, req.order_type, req.qty, req.stop_loss,
-        req.take_profit, req.entry_price, req.limit_price, req.quality_score, req.ttl_minutes,
-    )  # fmt: skip
-    return hashlib.sha256(repr(fields).encode()).hexdigest()[:32]
-
-
 class OrderGuard(Actor):
     name = "order_guard"
 
@@ -114,7 +104,6 @@ class OrderGuard(Actor):
         self.kv_prices = await bus.kv("prices")
         self.kv_control = await bus.kv("control")
         self.kv_limits = await bus.kv("limits")
-        self.pin_failures: dict[str, list[float]] = {}
         svc = await add_service(
             bus.nc,
             name="order_guard",
@@ -329,21 +318,8 @@ class OrderGuard(Actor):
         return check(req, ctx)
 
     def _pin_ok(self, req: OrderRequest) -> bool | None:
-        """Constant-time PIN check, at most 5 failures per user per 15 minutes."""
-        if req.pin is None or self.settings.live_pin is None:
-            return None
-        now = time.monotonic()
-        fails = [t for t in self.pin_failures.get(req.user, []) if now - t < 900]
-        if len(fails) >= 5:
-            self.pin_failures[req.user] = fails
-            return False
-        ok = hmac.compare_digest(
-            req.pin.encode(), self.settings.live_pin.get_secret_value().encode()
-        )
-        if not ok:
-            fails.append(now)
-        self.pin_failures[req.user] = fails
-        return ok
+        """The API checked X-PIN (constant time, lockout in KV): only its verdict is here."""
+        return req.pin_ok
 
     async def _last_tick(self, venue: str, symbol: str) -> tuple[Tick | None, float | None]:
         try:

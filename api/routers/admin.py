@@ -3,7 +3,9 @@
 Admin only, declared once on the router.  Disabling ends the user's sessions at
 once (its credential generation moves on).  The last enabled admin cannot be
 demoted or disabled here, so the API never locks itself out (``rbot user``
-still can, from a shell with access to NATS).
+still can, from a shell with access to NATS).  The rule is decided by
+compare-and-set on the admin roster (``users.AdminRoster``): two admins
+demoting each other at once cannot both succeed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..context import Ctx
 from ..errors import ApiError
 from ..principal import Role
 from ..security import AuthDep, require_role
-from ..users import UserNotFound, UserRecord, UserStore
+from ..users import LastAdmin, UserNotFound, UserRecord, UserStore
 
 router = APIRouter(
     prefix="/admin",
@@ -62,39 +64,37 @@ async def _target(users: UserStore, user_id: str) -> UserRecord:
     return user
 
 
-async def _keep_an_admin(users: UserStore, target: UserRecord) -> None:
-    if target.role is not Role.ADMIN or target.disabled:
-        return
-    admins = [u for u in await users.list_all() if u.role is Role.ADMIN and not u.disabled]
-    if len(admins) <= 1:
-        raise ApiError(409, "last_admin", "this is the last enabled admin")
-
-
 @router.get("/users", response_model=list[AdminUserOut])
 async def list_users(ctx: Ctx, auth: AuthDep) -> list[AdminUserOut]:
     return [AdminUserOut.of(u) for u in await auth.users(ctx.bus).list_all()]
 
 
+def _last_admin() -> ApiError:
+    return ApiError(409, "last_admin", "this is the last enabled admin")
+
+
 @router.post("/users/{user_id}/role", response_model=AdminUserOut)
 async def set_role(user_id: UserId, body: RoleIn, ctx: Ctx, auth: AuthDep) -> AdminUserOut:
     users = auth.users(ctx.bus)
-    target = await _target(users, user_id)
-    if body.role is not Role.ADMIN:
-        await _keep_an_admin(users, target)
+    await _target(users, user_id)
     try:
-        return AdminUserOut.of(await users.set_role(user_id, body.role))
+        return AdminUserOut.of(await users.set_role(user_id, body.role, keep_admin=True))
     except UserNotFound:
         raise ApiError(404, "user_not_found", "no such user") from None
+    except LastAdmin:
+        raise _last_admin() from None
 
 
 @router.post("/users/{user_id}/disable", response_model=AdminUserOut)
 async def disable(user_id: UserId, ctx: Ctx, auth: AuthDep) -> AdminUserOut:
     users = auth.users(ctx.bus)
-    await _keep_an_admin(users, await _target(users, user_id))
+    await _target(users, user_id)
     try:
-        return AdminUserOut.of(await users.set_disabled(user_id, True))
+        return AdminUserOut.of(await users.set_disabled(user_id, True, keep_admin=True))
     except UserNotFound:
         raise ApiError(404, "user_not_found", "no such user") from None
+    except LastAdmin:
+        raise _last_admin() from None
 
 
 @router.post("/users/{user_id}/enable", response_model=AdminUserOut)

@@ -6,9 +6,11 @@ header ``X-Session: cookie``) it sets the HttpOnly session cookies for the
 dashboard instead and leaves the tokens out of the body, so page scripts never
 hold them; ``/auth/refresh`` and ``/auth/logout`` then work from the cookies.
 
-Failed logins are limited per client address and per email (429 +
-``Retry-After``); an unknown email costs the same hash and gets the same answer
-as a wrong password.
+Failed logins slow down progressively per client and account, with a looser
+cap per account (``loginthrottle.py``: counters in KV ``lockouts``, shared by
+replicas), and are limited per client address (429 + ``Retry-After``); a
+stranger's guesses never lock the owner out.  An unknown email costs the same
+hash and gets the same answer as a wrong password.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from ..context import Ctx
 from ..errors import ApiError
+from ..lockouts import LockoutError, LockoutStore
+from ..loginthrottle import LoginThrottle, account_key
 from ..passwords import PasswordsBusy
 from ..principal import Principal, Role
-from ..ratelimit import RateLimits, client_ip, limits_of
+from ..ratelimit import RateLimits, client_ip, limits_of, too_many
 from ..security import (
     REFRESH_COOKIE,
     SESSION_COOKIE,
@@ -59,8 +63,7 @@ log = logging.getLogger("rbot.api.auth")
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-# (rate, per seconds)
-LOGIN_FAIL_PER_EMAIL = (5, 60.0)
+# (rate, per seconds); per account: loginthrottle.py (KV, progressive delay)
 LOGIN_FAIL_PER_IP = (20, 60.0)
 LOGIN_PER_IP = (60, 60.0)
 REGISTER_PER_IP = (10, 60.0)
@@ -145,10 +148,27 @@ def _busy() -> ApiError:
     return ApiError(503, "busy", "the server is busy; retry shortly", headers={"Retry-After": "1"})
 
 
-def _charge_failure(limits: RateLimits, ip: str, email: str) -> None:
-    now = limits.clock()
-    limits.bucket("login_fail_ip", *LOGIN_FAIL_PER_IP).take(ip, now)
-    limits.bucket("login_fail_email", *LOGIN_FAIL_PER_EMAIL).take(email, now)
+def _throttle(ctx: Ctx, auth: Auth) -> LoginThrottle:
+    return LoginThrottle(LockoutStore(ctx.bus, auth.clock))
+
+
+async def _check_throttle(throttle: LoginThrottle, ip: str, account: str) -> None:
+    try:
+        wait = await throttle.wait(ip, account)
+    except LockoutError:
+        raise _busy() from None
+    if wait > 0:
+        raise too_many(wait)
+
+
+async def _charge_failure(
+    limits: RateLimits, throttle: LoginThrottle, ip: str, account: str
+) -> None:
+    limits.bucket("login_fail_ip", *LOGIN_FAIL_PER_IP).take(ip, limits.clock())
+    try:
+        await throttle.failed(ip, account)
+    except LockoutError:
+        raise _busy() from None
 
 
 async def _tokens(
@@ -195,7 +215,9 @@ async def register(
             raise forbidden("self-registration creates viewers; an admin assigns other roles")
     try:
         email = normalise_email(body.email)
-        check_password(body.password.get_secret_value(), min_length=_min_password(auth))
+        check_password(
+            body.password.get_secret_value(), min_length=_min_password(auth), role=role, email=email
+        )
     except InvalidEmail as exc:
         raise ApiError(422, "invalid_email", str(exc)) from None
     except WeakPassword as exc:
@@ -236,7 +258,8 @@ async def login(
         email = body.email.strip().lower()  # answered like any unknown email
     limits.take("login_ip", *LOGIN_PER_IP, ip)
     limits.check("login_fail_ip", *LOGIN_FAIL_PER_IP, ip)
-    limits.check("login_fail_email", *LOGIN_FAIL_PER_EMAIL, email)
+    throttle, account = _throttle(ctx, auth), account_key(email)
+    await _check_throttle(throttle, ip, account)
     users = auth.users(ctx.bus)
     user = await users.by_email(email)
     password = body.password.get_secret_value()
@@ -245,10 +268,10 @@ async def login(
     except PasswordsBusy:
         raise _busy() from None
     if not ok or user is None:
-        _charge_failure(limits, ip, email)
+        await _charge_failure(limits, throttle, ip, account)
         log.info("login failed ip=%s", ip)
         raise unauthorized("invalid_credentials", "wrong email or password")
-    limits.bucket("login_fail_email", *LOGIN_FAIL_PER_EMAIL).reset(email)
+    await throttle.succeeded(ip, account)
     if user.disabled:
         raise forbidden("this account is disabled", "account_disabled")
     if auth.passwords.needs_rehash(user.password_hash):
@@ -397,19 +420,25 @@ async def change_password(
     limits = limits_of(ctx)
     ip = client_ip(request)
     principal = session.principal
-    limits.check("login_fail_email", *LOGIN_FAIL_PER_EMAIL, principal.email)
+    throttle = _throttle(ctx, auth)
+    await _check_throttle(throttle, ip, principal.sub)
     users = auth.users(ctx.bus)
     user = await users.get(principal.sub)
     if user is None:
         raise unauthorized("token_invalid", "the account no longer exists")
     try:
-        check_password(body.new_password.get_secret_value(), min_length=_min_password(auth))
+        check_password(
+            body.new_password.get_secret_value(),
+            min_length=_min_password(auth),
+            role=principal.role,
+            email=principal.email,
+        )
     except WeakPassword as exc:
         raise ApiError(422, "weak_password", str(exc)) from None
     try:
         ok = await auth.passwords.verify(user.password_hash, body.old_password.get_secret_value())
         if not ok:
-            _charge_failure(limits, ip, principal.email)
+            await _charge_failure(limits, throttle, ip, principal.sub)
             raise forbidden("the current password is wrong", "invalid_credentials")
         hashed = await auth.passwords.hash(body.new_password.get_secret_value())
     except PasswordsBusy:

@@ -22,9 +22,11 @@ from rbot.bus.subjects import TOKEN_PATTERN, is_token
 from .. import orderbook
 from ..context import ApiContext, Ctx
 from ..errors import ApiError
+from ..lockouts import LockoutStore
 from ..models import CoinbaseOrderIn, OandaOrderIn, OrderAccepted
+from ..pin import pin_verdict
 from ..principal import Principal
-from ..security import Trader, Viewer
+from ..security import Trader, Viewer, auth_of
 
 router = APIRouter(tags=["orders"])
 
@@ -84,7 +86,7 @@ async def _place(ctx: ApiContext, req: OrderRequest) -> OrderAccepted:
                          mode=reply.mode)  # fmt: skip
 
 
-def _order_request(
+async def _order_request(
     ctx: ApiContext, request: Request, user: Principal, body: OandaOrderIn | CoinbaseOrderIn,
     idempotency_key: str | None, pin: str | None,
 ) -> OrderRequest:  # fmt: skip
@@ -111,7 +113,9 @@ def _order_request(
         idempotency_key=_idem(idempotency_key),
         ttl_minutes=body.ttl_minutes,
         live=not ctx.settings.paper_mode,
-        pin=pin,
+        pin_ok=await pin_verdict(
+            ctx.settings, LockoutStore(ctx.bus, auth_of(ctx).clock), user, pin
+        ),
         request_id=_rid(request),
     )
 
@@ -121,7 +125,7 @@ async def place_oanda(
     request: Request, body: OandaOrderIn, ctx: Ctx, user: Trader,
     idempotency_key: IdemHeader = None, x_pin: PinHeader = None,
 ) -> OrderAccepted:  # fmt: skip
-    return await _place(ctx, _order_request(ctx, request, user, body, idempotency_key, x_pin))
+    return await _place(ctx, await _order_request(ctx, request, user, body, idempotency_key, x_pin))
 
 
 @router.post("/brokers/coinbase-adv/orders", response_model=OrderAccepted, responses=_ERRORS)
@@ -129,7 +133,7 @@ async def place_coinbase(
     request: Request, body: CoinbaseOrderIn, ctx: Ctx, user: Trader,
     idempotency_key: IdemHeader = None, x_pin: PinHeader = None,
 ) -> OrderAccepted:  # fmt: skip
-    return await _place(ctx, _order_request(ctx, request, user, body, idempotency_key, x_pin))
+    return await _place(ctx, await _order_request(ctx, request, user, body, idempotency_key, x_pin))
 
 
 def _rid(request: Request) -> str:

@@ -6,12 +6,17 @@ valid (positive) and invalid (negative), to the real app in-process
 nats-server) while the real order guard, paper executor and heartbeat run on
 the same bus (``running_stack``), so order routes really place, fill and cancel.
 
-Three passes over the schema:
+Five passes over the schema:
 
 1. with a trader's bearer token;
 2. with an admin's bearer token;
-3. with a trader's cookie session and a fuzzed ``Origin`` header (which the
+3. with a viewer's bearer token (every trader and admin route must refuse it);
+4. anonymously (no credentials: only the public routes answer 2xx);
+5. with a trader's cookie session and a fuzzed ``Origin`` header (which the
    schema does not declare), on the operations that check it (unsafe methods).
+
+Every request carries ``Host: 127.0.0.1``: the app runs in loopback open-registration
+mode, which refuses foreign ``Host`` values (DNS rebinding).
 
 Checks: no 5xx and no exception out of the app (``not_a_server_error``), and
 every documented response matches its schema and content type
@@ -79,7 +84,7 @@ from tests.stack import Stack, publish_tick, running_stack
 ACTORS = ["order_guard", "paper_executor", "heartbeat"]
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 Case = schemathesis.Case[Any]
-HOST = asgi.HOST  # the Host header of every in-process request
+HOST = "127.0.0.1"  # the Host header of every in-process request (asgi.HOST is refused)
 
 # a fresh price for one symbol per venue; brackets on the right sides of it
 PRICES = {"oanda": ("EUR_USD", "1.0850", "1.0852"), "coinbase": ("BTC-USD", "65000", "65010")}
@@ -243,7 +248,7 @@ def _fuzz_operation(op: Any, mode: GenerationMode, who: Identity, tally: Tally, 
     def run(case: Case, data: st.DataObject) -> None:
         if mode is GenerationMode.POSITIVE:
             _steer(case, data, tally)
-        headers = dict(who.headers)
+        headers = {"Host": HOST, **who.headers}
         if who.cookies:  # a cookie session: no generated Authorization may shadow it
             if case.headers:
                 case.headers.pop("Authorization", None)
@@ -275,6 +280,21 @@ async def _trading_active(bus: Bus) -> None:
     await (await bus.kv("control")).put(keys.TRADING, codec.encode(rec))
 
 
+def _on_loopback(app: Any) -> Any:
+    """The app as a client of 127.0.0.1 reaches it: schemathesis' in-process requests
+    say ``Host: testserver``, which loopback open mode refuses (cases send ``HOST``)."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+            given_host = dict(scope["headers"]).get(b"host", b"")
+            host = HOST.encode() if given_host == asgi.HOST.encode() else given_host
+            scope = {**scope, "headers": [(b"host", host), *headers]}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 @contextlib.asynccontextmanager
 async def fuzz_target(settings: Settings, bus: Bus) -> AsyncIterator[tuple[Stack, Any]]:
     settings = settings.model_copy(
@@ -285,7 +305,9 @@ async def fuzz_target(settings: Settings, bus: Bus) -> AsyncIterator[tuple[Stack
         app = create_app(settings, instance="fuzz")
         try:
             # loading the schema starts the app's lifespan in schemathesis' own loop thread
-            schema = await asyncio.to_thread(schemathesis.openapi.from_asgi, "/openapi.json", app)
+            schema = await asyncio.to_thread(
+                schemathesis.openapi.from_asgi, "/openapi.json", _on_loopback(app)
+            )
             fast = itertools.count(step=3600)
             limits_of(app.state.ctx).clock = lambda: float(next(fast))
             yield stack, schema
@@ -298,6 +320,7 @@ async def fuzz_target(settings: Settings, bus: Bus) -> AsyncIterator[tuple[Stack
 
 async def _identities(stack: Stack, bus: Bus, tally: Tally) -> list[Identity]:
     trader = await stack.user("fuzz-trader@test")
+    viewer_pw = "viewer-pass-9"
     created = await ensure_admin(bus)
     assert created is not None
     email, password = created
@@ -314,9 +337,20 @@ async def _identities(stack: Stack, bus: Bus, tally: Tally) -> list[Identity]:
         )
         assert r.status_code == 200, r.text
         cookies = {name: c.cookies[name] for name in (SESSION_COOKIE, REFRESH_COOKIE)}
+        r = await c.post(
+            "/auth/register",
+            json={"email": "fuzz-viewer@test", "password": viewer_pw, "role": "viewer"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert r.status_code == 201, r.text
+        r = await c.post("/auth/login", json={"email": "fuzz-viewer@test", "password": viewer_pw})
+        assert r.status_code == 200, r.text
+        viewer = r.json()["access_token"]
     return [
         Identity("trader", headers={"Authorization": f"Bearer {trader}"}),
         Identity("admin", headers={"Authorization": f"Bearer {admin}"}),
+        Identity("viewer", headers={"Authorization": f"Bearer {viewer}"}),
+        Identity("anonymous"),
         Identity("trader-cookie", cookies=cookies, unsafe_only=True),
     ]
 
