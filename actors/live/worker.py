@@ -359,7 +359,7 @@ class LiveWorker(PartitionWorker):
     async def _apply_txns(self, txns: Txns) -> None:
         top = self.cursor
         for txn in txns:
-            if txn.get("type") == "TRANSACTION_HEARTBEAT":
+            if txn.get("type") in ("HEARTBEAT", "TRANSACTION_HEARTBEAT"):
                 last = int(txn.get("lastTransactionID") or 0)
                 if self.cursor == 0 and last:
                     top = max(top, last)
