@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from nats.js.errors import KeyNotFoundError
 from pydantic import SecretStr
 
@@ -294,6 +295,20 @@ async def cmd_status(settings: Settings) -> None:
         await bus.close()
 
 
+async def cmd_reconcile(settings: Settings, wait_s: float) -> None:
+    """Ask the live executor to compare its live orders with the broker, now."""
+    subjects = settings.subjects()
+    bus = await connect(settings.nats_url or DEFAULT_URL, subjects, "rbot-reconcile")
+    try:
+        try:
+            reply = await bus.nc.request(subjects.live_reconcile, b"", timeout=wait_s)
+        except nats.errors.NoRespondersError:
+            raise SystemExit("no live_executor is running") from None
+        print(reply.data.decode())
+    finally:
+        await bus.close()
+
+
 def format_tap(subject: str, data: bytes, raw: bool = False) -> str:
     if raw:
         return f"{subject} {data.decode(errors='replace')}"
@@ -320,6 +335,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--raw", action="store_true", help="print the JSON as it is on the wire")
     t.add_argument("--count", type=int, default=None, help="stop after N messages")
     sub.add_parser("status", help="trading state, executor partitions, order counts, actors")
+    r = sub.add_parser("reconcile", help="compare live orders with the broker now")
+    r.add_argument("--timeout", type=float, default=60.0)
     usercli.add_parser(sub)
     return p
 
@@ -381,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(cmd_status(settings))
     if args.cmd == "user":
         return _run(usercli.run(args, settings))
+    if args.cmd == "reconcile":
+        return _run(cmd_reconcile(settings, args.timeout))
     raise SystemExit(2)
 
 
