@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from pydantic import SecretStr
 
 from rbot.bus import codec, fence
@@ -381,6 +382,20 @@ async def cmd_status(settings: Settings) -> None:
         await bus.close()
 
 
+async def cmd_reconcile(settings: Settings, wait_s: float) -> None:
+    """Ask the live executor to compare its live orders with the broker, now."""
+    subjects = settings.subjects()
+    bus = await connect(settings.nats_url or DEFAULT_URL, subjects, "rbot-reconcile")
+    try:
+        try:
+            reply = await bus.nc.request(subjects.live_reconcile, b"", timeout=wait_s)
+        except nats.errors.NoRespondersError:
+            raise SystemExit("no live_executor is running") from None
+        print(reply.data.decode())
+    finally:
+        await bus.close()
+
+
 def format_tap(subject: str, data: bytes, raw: bool = False) -> str:
     if raw:
         return f"{subject} {data.decode(errors='replace')}"
@@ -412,6 +427,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("creds", help="NATS identities; `rbot creds tap` shows how to tap")
     c.add_argument("identity", nargs="?", choices=IDENTITIES, help="show this one's password")
     sub.add_parser("status", help="trading state, executor partitions, order counts, actors")
+    r = sub.add_parser("reconcile", help="compare live orders with the broker now")
+    r.add_argument("--timeout", type=float, default=60.0)
     usercli.add_parser(sub)
     return p
 
@@ -475,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(cmd_status(settings))
     if args.cmd == "user":
         return _run(usercli.run(args, settings))
+    if args.cmd == "reconcile":
+        return _run(cmd_reconcile(settings, args.timeout))
     raise SystemExit(2)
 
 

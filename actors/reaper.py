@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.messages import ActiveMark, ExpireCmd
+from rbot.bus.subjects import is_live_partition
 from rbot.bus.timing import every
 
 from .base import Actor, Ready
@@ -36,8 +37,8 @@ class TtlReaper(Actor):
         await self.lead(bus, "ttl_reaper", self._lead)
 
     async def _lead(self) -> None:
-        # order id -> (deadline, venue, symbol, status)
-        self.deadlines: dict[str, tuple[dt.datetime, str, str, str]] = {}
+        # order id -> (deadline, the owning executor's subject, status)
+        self.deadlines: dict[str, tuple[dt.datetime, str, str]] = {}
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch())
             tg.create_task(self._reap())
@@ -60,21 +61,25 @@ class TtlReaper(Actor):
         async for entry in watcher:
             if entry is None:
                 continue
-            _, _, oid = keys.parse_active(entry.key)
+            part, _, oid = keys.parse_active(entry.key)
             mark = codec.decode(entry.value, ActiveMark) if entry.value else None
             if mark is None or mark.deadline is None:
                 self.deadlines.pop(oid, None)
             else:
                 when = codec.parse_iso(mark.deadline)
-                self.deadlines[oid] = (when, mark.venue, mark.symbol, mark.status)
+                subject = (
+                    self.bus.subjects.live_exec(mark.venue, mark.symbol)
+                    if is_live_partition(part)
+                    else self.bus.subjects.exec(mark.venue, mark.symbol)
+                )
+                self.deadlines[oid] = (when, subject, mark.status)
 
     async def _reap(self) -> None:
         async for _ in every(self.settings.rbot_reaper_interval_s):
             now = dt.datetime.now(dt.UTC)
-            for oid, (when, venue, symbol, status) in list(self.deadlines.items()):
+            for oid, (when, subject, status) in list(self.deadlines.items()):
                 if when > now:
                     continue
-                subject = self.bus.subjects.exec(venue, symbol)
                 msg_id = f"expire.{oid}.{status}"
                 await self.bus.js.publish(
                     subject, codec.encode(ExpireCmd(order_id=oid)), headers={"Nats-Msg-Id": msg_id}

@@ -87,9 +87,29 @@ class Settings(BaseSettings):
     coinbase_ws_url: str = "wss://advanced-trade-ws.coinbase.com"
     coinbase_api_key_id: str | None = None
     coinbase_api_key_secret: SecretStr | None = None
+    coinbase_api_algo: str | None = None
+
+    # live execution (actors/live): per-venue notional caps (quote currency), send timeouts
+    rbot_live_max_notional_oanda: Decimal = Decimal(100000)
+    rbot_live_max_notional_coinbase: Decimal = Decimal(10000)
+    rbot_live_timeout_s: float = 5.0
+    rbot_live_max_retries: int = 5
 
     def subjects(self) -> Subjects:
         return Subjects(prefix=self.rbot_prefix, partitions=self.rbot_partitions)
+
+    def live_cap(self, venue: str) -> Decimal:
+        if venue == "oanda":
+            return self.rbot_live_max_notional_oanda
+        return self.rbot_live_max_notional_coinbase
+
+    def live_venues(self) -> list[str]:
+        """Venues whose live routing exists and is configured (OANDA: account and token)."""
+        if self.oanda_env == "live":
+            ok = bool(self.oanda_live_account_id) and self.oanda_live_token is not None
+        else:
+            ok = bool(self.oanda_practice_account_id) and self.oanda_practice_token is not None
+        return ["oanda"] if ok else []
 
     def symbols(self, venue: str) -> list[str]:
         raw = self.rbot_oanda_symbols if venue == "oanda" else self.rbot_coinbase_symbols

@@ -38,6 +38,7 @@ IDENTITIES: Final = (
     "api",
     "guard",
     "executor",
+    "live",
     "feeds",
     "reaper",
     "heartbeat",
@@ -52,6 +53,7 @@ ACTOR_IDENTITY: Final[Mapping[str, str]] = {
     "coinbase_feed": "feeds",
     "order_guard": "guard",
     "paper_executor": "executor",
+    "live_executor": "live",
     "ttl_reaper": "reaper",
 }
 
@@ -184,6 +186,15 @@ def permissions(identity: str, s: Subjects) -> Permissions:
         for name in executor_consumers(s):
             pub += _pull_consumer(exec_stream, name)
         sub += [s.ticks(), s.heartbeats_of("paper_executor")]  # peers share the partitions
+    elif identity == "live":  # routes live orders to the brokers, one leader per venue
+        pub = [s.order_events, s.live_audits, *beats]
+        pub += _kv_write(s, "orders") + _kv_read(s, "prices") + _kv_read(s, "control")
+        exec_stream = s.stream("EXEC")
+        pub.append(f"{JS_API}.STREAM.INFO.{exec_stream}")
+        for venue in ("oanda", "coinbase"):
+            pub += _pull_consumer(exec_stream, s.live_consumer(venue))
+        sub += [s.ticks(), s.heartbeats_of("live_executor"), s.live_reconcile]
+        responses = True  # answers rbot reconcile
     elif identity == "feeds":
         pub = [s.all_market_data, *beats]
         pub += _kv_write(s, "prices")

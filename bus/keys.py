@@ -9,6 +9,7 @@ bucket orders   o.<order_id>                   current state of an order (every 
                 n.<part>                       a partition's order counters (/metrics)
                 fence.<part>                   the partition's lease; its revision is the epoch
                                                that fences every write of the partition
+                lc.<venue>                     the live executor's last broker transaction applied
                 idem.<user>.<key>              idempotency record (client_order_id / Idempotency-Key)
                 pos.<user>.<venue>.<symbol>    a user's net position
                 acct.<user>                    a user's paper account
@@ -147,3 +148,8 @@ def lifecycle(actor: str, instance: str) -> str:
 
 def feed(venue: str) -> str:
     return f"feed.{check_token(venue, 'venue')}"
+
+
+def live_cursor(venue: str) -> str:
+    """The last broker transaction the venue's live executor applied (its catch-up point)."""
+    return f"lc.{check_token(venue, 'venue')}"

@@ -158,6 +158,7 @@ class IdemRecord(msgspec.Struct, frozen=True, kw_only=True):
     ts: str
     venue: str | None = None
     symbol: str | None = None
+    mode: str = "paper"  # "live": its commands go to the live executor
 
 
 class Position(msgspec.Struct, kw_only=True):
@@ -232,6 +233,10 @@ class Order(msgspec.Struct, kw_only=True):
     closing: str | None = None
     # accepted while trading was REDUCING: it may only shrink the net position
     reduce_only: bool = False
+    # live orders only: the broker's ids, and "UNKNOWN" while a send's outcome is not known
+    broker_order_id: str | None = None
+    broker_trade_id: str | None = None
+    broker_state: str | None = None
 
 
 # commands on rbot.exec.<partition>.<venue>.<symbol>: one tagged union

@@ -7,6 +7,9 @@ Grammar (``<p>`` is the configurable prefix, ``rbot`` by default)::
     <p>.md.book.<venue>.<symbol>                    core    coinbase feed -> API
     <p>.cmd.order.place                             req/rep API -> order_guard (queue group "guard")
     <p>.exec.<partition>.<venue>.<symbol>           JS EXEC guard/API/reaper -> owning executor
+    <p>.exec.live.<venue>.<symbol>                  JS EXEC guard/reaper -> live_executor (one per venue)
+    <p>.audit.live.<venue>.<kind>                   core    live_executor -> ops (every send and answer)
+    <p>.cmd.live.reconcile                          req/rep rbot reconcile -> live_executor
     <p>.evt.order.<venue>.<symbol>.<type>           JS ORDERS executor/guard -> everyone
     <p>.evt.actor.<actor>.<type>                    core (+ stream SYSTEM) supervisor -> ops
     <p>.hb.<actor>.<instance>                       core    every actor -> heartbeat actor
@@ -75,6 +78,21 @@ def check_token(value: str, what: str = "token") -> str:
 
 def is_token(value: str) -> bool:
     return isinstance(value, str) and TOKEN_RE.fullmatch(value) is not None
+
+
+# live orders keep their active-set markers, counters and lease under a partition
+# number of their own per venue (never one of the paper partitions 0..255)
+LIVE_PARTITION_BASE: Final = 1024
+
+
+def live_partition(venue: str) -> int:
+    """The pseudo-partition of a venue's live orders (markers, counters, lease)."""
+    names: list[str] = list(VENUES)
+    return LIVE_PARTITION_BASE + names.index(venue)
+
+
+def is_live_partition(partition: int) -> bool:
+    return LIVE_PARTITION_BASE <= partition < LIVE_PARTITION_BASE + len(VENUES)
 
 
 def partition_of(venue: str, symbol: str, partitions: int) -> int:
@@ -151,6 +169,29 @@ class Subjects:
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} out of range")
         return f"paper_executor_p{partition}"
+
+    def live_exec(self, venue: str, symbol: str) -> str:
+        """Live orders' commands: one writer per venue (``live_executor``)."""
+        return (
+            f"{self.prefix}.exec.live.{check_token(venue, 'venue')}.{check_token(symbol, 'symbol')}"
+        )
+
+    def live_exec_venue(self, venue: str) -> str:
+        return f"{self.prefix}.exec.live.{check_token(venue, 'venue')}.>"
+
+    def live_consumer(self, venue: str) -> str:
+        return f"live_executor_{check_token(venue, 'venue')}"
+
+    def live_audit(self, venue: str, kind: str) -> str:
+        return f"{self.prefix}.audit.live.{check_token(venue, 'venue')}.{check_token(kind, 'kind')}"
+
+    @property
+    def live_audits(self) -> str:
+        return f"{self.prefix}.audit.live.>"
+
+    @property
+    def live_reconcile(self) -> str:
+        return f"{self.prefix}.cmd.live.reconcile"
 
     def throttled(self, venue: str, symbol: str) -> str:
         """Core (not stored): refusals that must cost no durable write (rate limits)."""

@@ -162,10 +162,10 @@ class OrderGuard(Actor):
             )  # fmt: skip
         state = await self._trading_state()
         rejection = await self._check(req, state)
-        if rejection is None and req.live:
+        if rejection is None and req.live and req.venue not in self.settings.live_venues():
             rejection = Rejection(
                 code="live_unavailable",
-                message="live execution is not available yet: set PAPER_MODE=true",
+                message=f"live routing for {req.venue} is not configured on this server",
                 http_status=409,
             )
         if rejection is not None:
@@ -178,8 +178,11 @@ class OrderGuard(Actor):
                 http_status=rejection.http_status,
             )
         record = codec.encode(
-            IdemRecord(request_hash=digest, ts=codec.now_iso(), venue=req.venue, symbol=req.symbol)
-        )
+            IdemRecord(
+                request_hash=digest, ts=codec.now_iso(), venue=req.venue, symbol=req.symbol,
+                mode="live" if req.live else "paper",
+            )
+        )  # fmt: skip
         try:
             number = await self.kv_orders.create(idem_key, record)
         except KeyWrongLastSequenceError:  # another guard accepted the same key just now
@@ -214,8 +217,10 @@ class OrderGuard(Actor):
             # same Nats-Msg-Id, so the executor books it exactly once
             return await self._submit(self._order(req, order_id, created=rec.ts), replayed=True)
         assert current.value is not None
-        status = codec.decode(current.value, Order).status
-        return PlaceReply(ok=True, order_id=order_id, status=str(status), replayed=True)
+        booked = codec.decode(current.value, Order)
+        return PlaceReply(
+            ok=True, order_id=order_id, status=str(booked.status), mode=booked.mode, replayed=True
+        )
 
     def _order(self, req: OrderRequest, order_id: str, created: str | None = None) -> Order:
         ttl = req.ttl_minutes or self.settings.rbot_order_ttl_min
@@ -239,10 +244,11 @@ class OrderGuard(Actor):
             expires_at=expires,
             max_hold_min=self.settings.max_hold_min,
             currency=self.settings.rbot_account_currency,
+            mode="live" if req.live else "paper",
         )
 
     async def _submit(self, order: Order, replayed: bool = False) -> PlaceReply:
-        subject = self.bus.subjects.exec(order.venue, order.symbol)
+        subject = self._exec_subject(order.venue, order.symbol, order.mode)
         data = codec.encode(PlaceCmd(order=order))
         headers = {"Nats-Msg-Id": f"place.{order.id}"}
         for attempt in range(PUBLISH_ATTEMPTS):
@@ -259,7 +265,15 @@ class OrderGuard(Actor):
                 detail={"order_id": order.id},
                 http_status=503,
             )
-        return PlaceReply(ok=True, order_id=order.id, status="PENDING", replayed=replayed)
+        return PlaceReply(
+            ok=True, order_id=order.id, status="PENDING", mode=order.mode, replayed=replayed
+        )
+
+    def _exec_subject(self, venue: str, symbol: str, mode: str) -> str:
+        """Live orders' commands go to the live executor, paper ones to their partition."""
+        if mode == "live":
+            return self.bus.subjects.live_exec(venue, symbol)
+        return self.bus.subjects.exec(venue, symbol)
 
     # -- rules --------------------------------------------------------------
     async def _rate(self, user: str) -> float:
@@ -426,15 +440,16 @@ class OrderGuard(Actor):
                     ok=False, order_id=order.id, status=str(order.status), code="order_final",
                     message=f"order {order.id} is already {order.status}",
                 )  # fmt: skip
-            venue, symbol, status = order.venue, order.symbol, order.status
+            venue, symbol, status, mode = order.venue, order.symbol, order.status, order.mode
         else:  # accepted, not booked yet: its idempotency record says where it went
             found = await self._accepted(req)
             if found is None:
                 return missing
-            venue, symbol, status = *found, OrderStatus.PENDING
+            venue, symbol, mode = found
+            status = OrderStatus.PENDING
         cmd = CancelCmd(order_id=req.order_id, user=req.user)
         await self.bus.js.publish(
-            self.bus.subjects.exec(venue, symbol),
+            self._exec_subject(venue, symbol, mode),
             codec.encode(cmd),
             headers={"Nats-Msg-Id": f"cancel.{req.order_id}.{uuid.uuid4().hex[:12]}"},
             timeout=2.0,
@@ -444,7 +459,7 @@ class OrderGuard(Actor):
             requested="cancel" if status is OrderStatus.PENDING else "close",
         )  # fmt: skip
 
-    async def _accepted(self, req: CancelRequest) -> tuple[str, str] | None:
+    async def _accepted(self, req: CancelRequest) -> tuple[str, str, str] | None:
         number = order_number(req.order_id)
         if number is None:
             return None
@@ -461,4 +476,4 @@ class OrderGuard(Actor):
             return None
         if order_id_for(rec.venue, number) != req.order_id:
             return None
-        return rec.venue, rec.symbol
+        return rec.venue, rec.symbol, rec.mode

@@ -37,9 +37,17 @@ JSON body holding the same keyword arguments (``heartbeat``: ``{"interval"}``),
 Run: ``python -m tests.fakes.oanda --port 0`` prints ``LISTENING
 http://127.0.0.1:<port>``; REST and stream share that base URL.
 
-Not modelled: position netting (every fill opens its own trade), pending
-orders triggering on later prices, financing, the transaction stream and
-``/changes``, request rate limits (429 only when scripted).  Guesses where
+- ``GET .../transactions/stream`` (NDJSON: every new transaction, a
+  ``HEARTBEAT`` with ``lastTransactionID`` every ``heartbeat_interval``),
+  ``GET .../changes?sinceTransactionID=N`` (the ``transactions`` list only),
+  ``GET .../trades/{id|@clientID}``.  A new price expires GTD entries, fills
+  marketable resting LIMIT entries and triggers take-profits / stop-losses.
+  ``delay_next_create(s)`` answers a create late (after processing it),
+  ``drop_transactions()`` cuts the transaction streams, ``account.expire(id)``
+  plays the broker's clock reaching a ``gtdTime``.
+
+Not modelled: position netting (every fill opens its own trade), financing,
+request rate limits (429 only when scripted).  Guesses where
 PROTOCOLS.md is silent: an unknown account is 400 ``{"errorMessage"}``; a body
 without ``Content-Type: application/json`` is 400 ``{"errorMessage"}``.
 """
@@ -115,6 +123,7 @@ class _Stream:
     queue: asyncio.Queue[bytes | _Fault] = field(default_factory=asyncio.Queue)
     silent: bool = False
     prices: int = 0
+    transactions: bool = False  # a transaction stream (its heartbeat carries lastTransactionID)
 
 
 class FakeOanda:
@@ -147,6 +156,9 @@ class FakeOanda:
         self._rest_reject: list[int] = []
         self._streams: set[_Stream] = set()
         self._request_ids = itertools.count(time.time_ns() // 1000)
+        self._create_delays: list[float] = []
+        self.creates = 0  # order creates the account processed
+        self.account.listeners.append(self._on_txn)
 
     # ------------------------------------------------------------------ scripting
 
@@ -176,6 +188,24 @@ class FakeOanda:
         """The next ``n`` stream connects answer ``status`` (429: rate limited)."""
         self._reject.extend([status] * n)
 
+    def delay_next_create(self, seconds: float) -> None:
+        """The next order create is processed at once but answered only after ``seconds``
+        (a client with a shorter timeout sees no answer for an order the broker took)."""
+        self._create_delays.append(seconds)
+
+    def drop_transactions(self) -> int:
+        """Cut every open transaction stream (the pricing streams stay)."""
+        cut = [s for s in self._streams if s.transactions]
+        for s in cut:
+            s.queue.put_nowait(_Fault.DROP)
+        return len(cut)
+
+    def _on_txn(self, txn: dict[str, Any]) -> None:
+        line = json.dumps(txn, separators=(",", ":")).encode() + b"\n"
+        for s in self._streams:
+            if s.transactions:
+                s.queue.put_nowait(line)
+
     def reject_rest(self, n: int, status: int = 429) -> None:
         """The next ``n`` REST requests (not the stream) answer ``status``."""
         self._rest_reject.extend([status] * n)
@@ -192,6 +222,7 @@ class FakeOanda:
     ) -> int:
         """Set a quote (``empty``: "bids", "asks" or "both"); push it now by default."""
         self.quotes[instrument] = Quote(Decimal(bid), Decimal(ask), tradeable, empty)
+        self.account.on_price(instrument)
         return self.push(instrument) if push else 0
 
     def push(self, instrument: str | None = None) -> int:
@@ -238,6 +269,9 @@ class FakeOanda:
                 Route(f"{acct}/orders/{{spec}}", self._get_order),
                 Route(f"{acct}/orders/{{spec}}/cancel", self._cancel_order, methods=["PUT"]),
                 Route(f"{acct}/trades/{{spec}}/close", self._close_trade, methods=["PUT"]),
+                Route(f"{acct}/trades/{{spec}}", self._get_trade),
+                Route(f"{acct}/transactions/stream", self._transaction_stream),
+                Route(f"{acct}/changes", self._changes),
                 Route("/_control/stats", self._control_stats),
                 Route("/_control/{action}", self._control, methods=["POST"]),
             ],
@@ -308,6 +342,19 @@ class FakeOanda:
             }
         return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
+    async def _transaction_stream(self, request: Request) -> Response:
+        if (bad := self._check_account(request)) is not None:
+            return bad
+        return _StreamResponse(self, _Stream([], transactions=True))
+
+    def _txn_heartbeat_line(self) -> bytes:
+        body = {
+            "type": "HEARTBEAT",
+            "lastTransactionID": str(self.account.last_txn),
+            "time": ns_time(),
+        }
+        return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
     def _heartbeat_line(self) -> bytes:
         return b'{"type":"HEARTBEAT","time":"' + ns_time().encode() + b'"}\n'
 
@@ -321,7 +368,12 @@ class FakeOanda:
             except TimeoutError:
                 next_beat += self.heartbeat_interval
                 if not stream.silent:
-                    await _body(send, self._heartbeat_line())
+                    beat = (
+                        self._txn_heartbeat_line()
+                        if stream.transactions
+                        else self._heartbeat_line()
+                    )
+                    await _body(send, beat)
                 continue
             if isinstance(item, _Fault):
                 return item.value
@@ -402,6 +454,21 @@ class FakeOanda:
         if bad is not None:
             return bad
         status, answer = self.account.create(body, self._rid(request))
+        self.creates += 1
+        if self._create_delays:
+            await asyncio.sleep(self._create_delays.pop(0))  # scripted: an answer that is late
+        return JSONResponse(answer, status_code=status)
+
+    async def _get_trade(self, request: Request) -> Response:
+        if (bad := self._check_account(request)) is not None:
+            return bad
+        status, answer = self.account.get_trade(request.path_params["spec"])
+        return JSONResponse(answer, status_code=status)
+
+    async def _changes(self, request: Request) -> Response:
+        if (bad := self._check_account(request)) is not None:
+            return bad
+        status, answer = self.account.changes(request.query_params.get("sinceTransactionID"))
         return JSONResponse(answer, status_code=status)
 
     async def _get_order(self, request: Request) -> Response:

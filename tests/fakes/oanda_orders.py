@@ -78,13 +78,15 @@ class Account:
         self.trades: dict[str, dict[str, Any]] = {}
         self._client_ids: dict[str, str] = {}
         self._trade_client_ids: dict[str, str] = {}
+        self.log: list[dict[str, Any]] = []  # every transaction, for the stream and /changes
+        self.listeners: list[Any] = []  # callables fed each new transaction
 
     # -- transactions
 
     def _txn(self, kind: str, rid: str, batch: str | None = None, **fields: Any) -> dict[str, Any]:
         self.last_txn += 1
         tid = str(self.last_txn)
-        return {
+        txn = {
             "id": tid,
             "time": ns_time(),
             "userID": 1234567,
@@ -94,6 +96,103 @@ class Account:
             "type": kind,
             **fields,
         }
+        self.log.append(txn)
+        for listener in self.listeners:
+            listener(txn)
+        return txn
+
+    def changes(self, since: str | None) -> tuple[int, dict[str, Any]]:
+        """``GET .../changes?sinceTransactionID=N``: the transactions after N (and only
+        the ``transactions`` list of the real AccountChanges; the rest is not modelled)."""
+        try:
+            n = int(since or "")
+        except ValueError:
+            return 400, {"errorMessage": "Invalid value specified for 'sinceTransactionID'"}
+        txns = [t for t in self.log if int(t["id"]) > n]
+        return 200, {
+            "changes": {"transactions": txns},
+            "state": {},
+            "lastTransactionID": str(self.last_txn),
+        }
+
+    def get_trade(self, spec: str) -> tuple[int, dict[str, Any]]:
+        tid = self._trade_client_ids.get(spec[1:]) if spec.startswith("@") else spec
+        tr = self.trades.get(tid or "")
+        if tr is None:
+            return 404, {
+                "errorCode": "TRADE_DOESNT_EXIST",
+                "errorMessage": "The Trade specified does not exist",
+            }
+        return 200, {"trade": tr, "lastTransactionID": str(self.last_txn)}
+
+    def on_price(self, instrument: str, now: dt.datetime | None = None) -> None:
+        """A new quote: expire GTD entries past their time, fill marketable resting LIMIT
+        entries, and trigger take-profits (at their price) and stop-losses (at the market,
+        so a gap fills worse) of open trades."""
+        q = self.quotes[instrument]
+        now = now or dt.datetime.now(dt.UTC)
+        for rec in list(self.orders.values()):
+            if rec["state"] != "PENDING" or rec.get("instrument") != instrument:
+                continue
+            if rec.get("timeInForce") == "GTD" and parse_iso(rec["gtdTime"]) <= now:
+                self._cancel_rec(rec, "", "TIME_IN_FORCE_EXPIRED")
+            elif rec["type"] == "LIMIT" and q.tradeable:
+                buy = Decimal(rec["units"]) > 0
+                price = Decimal(rec["price"])
+                if (buy and q.ask <= price) or (not buy and q.bid >= price):
+                    self._fill(rec, {"batchID": None}, "", "LIMIT_ORDER")
+        if not q.tradeable:
+            return
+        for rec in list(self.orders.values()):
+            if rec["state"] != "PENDING" or rec["type"] not in ("TAKE_PROFIT", "STOP_LOSS"):
+                continue
+            tr = self.trades.get(rec["tradeID"])
+            if tr is None or tr["instrument"] != instrument or tr["state"] != "OPEN":
+                continue
+            long = Decimal(tr["currentUnits"]) > 0
+            market = q.bid if long else q.ask
+            level = Decimal(rec["price"])
+            if rec["type"] == "TAKE_PROFIT":
+                hit = market >= level if long else market <= level
+                fill_at = level
+            else:
+                hit = market <= level if long else market >= level
+                fill_at = market
+            if hit:
+                self._close_at(tr, rec, fill_at, f"{rec['type']}_ORDER")
+
+    def expire(self, client_id: str) -> bool:
+        """The broker's clock reached a resting entry's ``gtdTime`` (scripted)."""
+        rec = self._find_order("@" + client_id)
+        if rec is None or rec["state"] != "PENDING":
+            return False
+        self._cancel_rec(rec, "", "TIME_IN_FORCE_EXPIRED")
+        return True
+
+    def _close_at(
+        self, tr: dict[str, Any], rec: dict[str, Any], price: Decimal, reason: str
+    ) -> None:
+        inst, current = tr["instrument"], Decimal(tr["currentUnits"])
+        places = precision(inst)
+        pl_quote = (price - Decimal(tr["price"])) * current
+        pl = pl_quote / price if inst.startswith("USD_") else pl_quote
+        self.balance += pl
+        closed = {
+            "tradeID": tr["id"], "units": str(-current), "price": fmt(price, places),
+            "realizedPL": fmt(pl, 4), "financing": "0.0000",
+        }  # fmt: skip
+        fill = self._txn(
+            "ORDER_FILL", "", orderID=rec["id"], instrument=inst, units=str(-current),
+            price=fmt(price, places), reason=reason, pl=fmt(pl, 4),
+            accountBalance=fmt(self.balance, 4), tradesClosed=[closed],
+        )  # fmt: skip
+        rec |= {"state": "FILLED", "fillingTransactionID": fill["id"], "filledTime": fill["time"]}
+        tr |= {"state": "CLOSED", "closeTime": fill["time"], "averageClosePrice": closed["price"],
+               "currentUnits": "0", "realizedPL": fmt(pl, 4)}  # fmt: skip
+        for key in ("takeProfitOrder", "stopLossOrder"):
+            dep = tr.get(key)
+            if dep is not None and dep["state"] == "PENDING":
+                self._cancel_rec(dep, "", "LINKED_TRADE_CLOSED", fill)
 
     def _answer(self, **parts: Any) -> dict[str, Any]:
         ids = [t["id"] for t in parts.values() if isinstance(t, dict)]
@@ -254,7 +353,7 @@ class Account:
         fill = self._txn(
             "ORDER_FILL",
             rid,
-            create["batchID"],
+            create.get("batchID"),
             orderID=rec["id"],
             **({"clientOrderID": c} if (c := rec.get("clientExtensions", {}).get("id")) else {}),
             instrument=inst,

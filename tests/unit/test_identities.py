@@ -56,8 +56,9 @@ def test_only_the_guard_and_the_reapers_expiry_reach_the_executor() -> None:
 def test_only_the_executor_writes_order_state_and_the_guard_only_idempotency() -> None:
     state = S.kv_keys("orders", "o.paper-oanda-1")
     idem = S.kv_keys("orders", "idem.u1.k1")
-    assert {i for i in IDENTITIES if pub(i, state)} == {"operator", "executor"}
-    assert {i for i in IDENTITIES if pub(i, idem)} == {"operator", "executor", "guard"}
+    # the live executor writes its own (live) orders, fenced by its venue's lease
+    assert {i for i in IDENTITIES if pub(i, state)} == {"operator", "executor", "live"}
+    assert {i for i in IDENTITIES if pub(i, idem)} == {"operator", "executor", "live", "guard"}
 
 
 def test_users_and_tokens_are_the_apis_alone() -> None:
@@ -80,8 +81,8 @@ def test_market_data_comes_from_the_feeds_only() -> None:
 def test_order_events_come_from_the_executor_and_rejections_from_the_guard() -> None:
     filled = S.order_event("oanda", "EUR_USD", "order_filled")
     rejected = S.order_event("oanda", "EUR_USD", "order_rejected")
-    assert {i for i in IDENTITIES if pub(i, filled)} == {"operator", "executor"}
-    assert {i for i in IDENTITIES if pub(i, rejected)} == {"operator", "executor", "guard"}
+    assert {i for i in IDENTITIES if pub(i, filled)} == {"operator", "executor", "live"}
+    assert {i for i in IDENTITIES if pub(i, rejected)} == {"operator", "executor", "live", "guard"}
 
 
 def test_tap_subscribes_to_events_market_data_and_beats_and_publishes_nothing() -> None:
@@ -125,8 +126,10 @@ def test_names_follow_the_prefix() -> None:
 
 
 def test_the_guard_may_answer_requests_and_others_may_not() -> None:
-    assert permissions("guard", S).allow_responses
-    assert not any(permissions(i, S).allow_responses for i in IDENTITIES if i != "guard")
+    # the guard serves orders; the live executor answers `rbot reconcile`
+    assert permissions("guard", S).allow_responses and permissions("live", S).allow_responses
+    answers = {i for i in IDENTITIES if permissions(i, S).allow_responses}
+    assert answers == {"guard", "live"}
 
 
 def test_unknown_names_are_refused() -> None:

@@ -1,0 +1,422 @@
+"""One venue's live orders: the paper partition's contract, with a broker behind it.
+
+``LiveWorker`` is a ``PartitionWorker`` (same fenced writes, events, active-set
+markers, history index and ledger booking, so ``/orders``, ``/positions``, SSE
+and the dashboard show live orders unchanged) whose pseudo-partition is
+``live_partition(venue)`` and whose command consumer is ``live_executor_<venue>``
+on ``<p>.exec.live.<venue>.>``.  Instead of a fill model it has a broker:
+
+- place: the order is written PENDING with ``broker_state = UNKNOWN`` and
+  ``oco_placed`` is published (write-ahead), then sent; the answer's facts are
+  applied (fill, ``…_ON_FILL_LOSS`` cancel, reject with the broker's
+  ``errorCode``).  Before sending, HALTED refuses (``trading_halted``),
+  REDUCING lets out only orders that reduce (``trading_reducing``), and the
+  venue's notional cap is checked (``live_notional_cap``).
+- the transaction stream (and ``/changes`` after every reconnect, from the
+  last applied transaction id kept in KV ``lc.<venue>``) drives fills, TP/SL
+  closes, cancels and GTD expiries;
+- reconciliation (on start, after a stream gap, on ``rbot reconcile``): every
+  active live order is looked up at the broker; one whose send's outcome is
+  unknown is resolved by that lookup and sent again only if the broker says it
+  does not have it (the same ``clientExtensions.id`` makes a duplicate
+  impossible even then).
+
+One loop applies commands, transactions and reconciliations one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from rbot.bus import codec, keys
+from rbot.bus.active import deadline
+from rbot.bus.config import Settings
+from rbot.bus.connection import Bus
+from rbot.bus.fence import PartitionFence
+from rbot.bus.messages import (
+    CancelCmd,
+    ExpireCmd,
+    Order,
+    OrderStatus,
+    PlaceCmd,
+    Tick,
+    TradingState,
+    TradingStateRecord,
+)
+from rbot.bus.pnl import Rate
+
+from ..backoff import Backoff
+from ..paper.partition import (
+    FETCH_BATCH,
+    UNKNOWN_CANCEL_RETRIES,
+    PartitionWorker,
+    _decode_command,
+    last_change,
+)
+from ..paper.state import is_active
+from . import core
+from .oanda_broker import BrokerUnavailable, OandaOrders, OutcomeUnknown, StreamLost
+from .oanda_proto import Fact, Outcome, facts, order_state_facts
+
+Txns = list[dict[str, Any]]
+
+
+class LiveWorker(PartitionWorker):
+    def __init__(
+        self,
+        bus: Bus,
+        kv: KeyValue,
+        kv_prices: KeyValue,
+        kv_control: KeyValue,
+        fence: PartitionFence,
+        settings: Settings,
+        rate: Rate,
+        ticks: Mapping[tuple[str, str], Tick],
+        venue: str,
+        broker: OandaOrders,
+    ) -> None:
+        super().__init__(bus, kv, kv_prices, fence, settings, rate, ticks)
+        self.venue = venue
+        self.broker = broker
+        self.kv_control = kv_control
+        self.log = logging.getLogger(f"rbot.actor.live_executor.{venue}")
+        self.txns: asyncio.Queue[Txns] = asyncio.Queue()
+        self.reconciles: asyncio.Queue[asyncio.Future[dict[str, int]]] = asyncio.Queue()
+        self.cursor = 0
+        self.gaps = 0
+        self.stream_up = asyncio.Event()
+        self.live_stats = {"sent": 0, "unknown": 0, "refused": 0, "reconciled": 0}
+
+    async def run(self, on_ready: Any = None) -> None:
+        await self.rebuild()
+        self.cursor = await self._read_cursor()
+        await self.reconcile()
+        if on_ready is not None:
+            on_ready()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._fetch_loop())
+            tg.create_task(self._apply_loop())
+            tg.create_task(self._stream_loop())
+
+    async def request_reconcile(self) -> dict[str, int]:
+        fut: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
+        self.reconciles.put_nowait(fut)
+        self.work.set()
+        return await fut
+
+    # -- inputs -----------------------------------------------------------------------
+    async def _reset_consumer(self) -> None:
+        stream = self.bus.subjects.stream("EXEC")
+        name = self.bus.subjects.live_consumer(self.venue)
+        try:
+            await self.bus.js.delete_consumer(stream, name)
+        except NotFoundError:
+            pass
+        await self.bus.js.add_consumer(
+            stream,
+            api.ConsumerConfig(
+                durable_name=name,
+                filter_subject=self.bus.subjects.live_exec_venue(self.venue),
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=60.0,
+                max_deliver=10,
+                max_ack_pending=1000,
+            ),
+        )
+
+    async def _fetch_loop(self) -> None:
+        bus = self.bus
+        await self._reset_consumer()
+        stream = bus.subjects.stream("EXEC")
+        name = bus.subjects.live_consumer(self.venue)
+        while True:
+            psub = await bus.js.pull_subscribe_bind(durable=name, stream=stream)
+            seen_reconnects = bus.reconnects
+            try:
+                while bus.reconnects == seen_reconnects:
+                    try:
+                        msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    for m in msgs:
+                        await self.commands.put(m)
+                        self.work.set()
+            finally:
+                await psub.unsubscribe()
+
+    async def _stream_loop(self) -> None:
+        backoff = Backoff(initial=0.05, cap=5.0)
+        attempt = 0
+        while True:
+            try:
+                async for item in self.broker.transactions(self._catch_up):
+                    attempt = 0
+                    self.stream_up.set()
+                    self.txns.put_nowait([item])
+                    self.work.set()
+            except (StreamLost, BrokerUnavailable) as exc:
+                self.stream_up.clear()
+                self.gaps += 1
+                self.log.warning("%s; reconnecting (gap %d)", exc, self.gaps)
+            await asyncio.sleep(backoff.delay(attempt))
+            attempt += 1
+
+    async def _catch_up(self) -> None:
+        """The stream is open: fetch what happened since the last applied transaction."""
+        if self.cursor > 0:
+            txns, _ = await self.broker.changes(self.cursor)
+            if txns:
+                self.log.info("caught up %d transactions since %d", len(txns), self.cursor)
+            self.txns.put_nowait(txns)
+        if self.gaps:
+            self.reconciles.put_nowait(asyncio.get_running_loop().create_future())
+        self.work.set()
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self.work.wait()
+            self.work.clear()
+            while not self.commands.empty():
+                await self._apply_command(self.commands.get_nowait())
+            while not self.txns.empty():
+                await self._apply_txns(self.txns.get_nowait())
+            while not self.reconciles.empty():
+                fut = self.reconciles.get_nowait()
+                summary = await self.reconcile()
+                if not fut.done():
+                    fut.set_result(summary)
+            await self._flush()
+
+    async def _apply_command(self, msg: Msg) -> None:
+        try:
+            cmd = _decode_command.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            self.log.error("poison command on %s terminated: %s", msg.subject, exc)
+            await msg.term()
+            return
+        match cmd:
+            case PlaceCmd(order=order):
+                await self._place(order)
+            case CancelCmd(order_id=oid, user=user, reason=reason):
+                if not await self._cancel(oid, user, reason):
+                    if msg.metadata.num_delivered < UNKNOWN_CANCEL_RETRIES:
+                        await msg.nak(delay=0.5)
+                        return
+                    self.log.warning("cancel for unknown live order %s dropped", oid)
+            case ExpireCmd(order_id=oid):
+                await self._expire(oid)
+        await msg.ack()
+
+    # -- place -----------------------------------------------------------------------
+    async def _place(self, order: Order) -> None:
+        if order.id in self.engine.orders:
+            return  # a redelivery: booked and active (reconciliation resolves an unknown)
+        stored = await self._get_order(order.id)
+        if stored is not None:  # booked before a crash: finish it, resolve by lookup
+            seq = await self._publish(last_change(stored))
+            await self._settle(stored, stored.last_event or "", seq, set(), index=True)
+            if is_active(stored.status):
+                self._load(stored)
+                await self._resolve(stored)
+            return
+        refusal = await self._refusal(order)
+        if refusal is not None:
+            self.live_stats["refused"] += 1
+            await self._persist(core.rejected(order, *refusal), index=True)
+            return
+        change = core.placed(order)
+        await self._persist(change)  # write-ahead: PENDING, outcome UNKNOWN
+        await self._send(change.order)
+
+    async def _refusal(self, order: Order) -> tuple[str, str] | None:
+        """Operator safety, checked again right before a send (a queued order too)."""
+        state = await self._trading_state()
+        if state is TradingState.HALTED:
+            return "trading_halted", "trading is HALTED: no live order is sent"
+        if state is TradingState.REDUCING and not self.engine._reduces(order):
+            return "trading_reducing", "trading is REDUCING: only orders that reduce go out"
+        price = order.limit_price or order.entry_price
+        tick = self.shared_ticks.get((order.venue, order.symbol)) or await self._kv_tick(
+            order.venue, order.symbol
+        )
+        if tick is not None and tick.mid is not None:
+            price = tick.mid
+        cap = self.settings.live_cap(order.venue)
+        if price is not None and order.qty * price > cap:
+            return (
+                "live_notional_cap",
+                f"notional {order.qty * price:.2f} above the live cap {cap} for {order.venue}",
+            )
+        return None
+
+    async def _trading_state(self) -> TradingState:
+        try:
+            entry = await self.kv_control.get(keys.TRADING)
+        except KeyNotFoundError:
+            return TradingState.ACTIVE
+        assert entry.value is not None
+        return codec.decode(entry.value, TradingStateRecord).state
+
+    async def _send(self, order: Order) -> None:
+        self.live_stats["sent"] += 1
+        try:
+            outcome = await self.broker.create(order)
+        except OutcomeUnknown as exc:
+            self.live_stats["unknown"] += 1
+            self.log.error("%s: left UNKNOWN for reconciliation", exc)
+            return
+        await self._outcome(order, outcome)
+
+    async def _outcome(self, order: Order, outcome: Outcome) -> None:
+        if outcome.kind == "rejected":
+            await self._persist(
+                core.rejected(order, outcome.reason or "REJECTED", outcome.message or "")
+            )
+            return
+        if outcome.kind == "pending" or order.broker_state == core.UNKNOWN:
+            known = core.accepted(order, outcome.broker_order_id)
+            await self.fence.put(keys.order(order.id), codec.encode(self._stamp(known)))
+            self.engine.update(known)
+            order = known
+        for fact in outcome.facts:
+            order = await self._fact(order, fact)
+
+    async def _fact(self, order: Order, fact: Fact) -> Order:
+        change = core.apply(
+            order, fact, self.settings.rbot_account_currency, self.engine.rate
+        )  # fmt: skip
+        if change is None:
+            return order
+        await self._persist(change)
+        return change.order
+
+    # -- cancel, close, expire -----------------------------------------------------------
+    async def _cancel(self, oid: str, user: str, reason: str) -> bool:
+        active = self.engine.orders.get(oid)
+        if active is None:
+            return await self._get_order(oid) is not None
+        if active.user != user:
+            return True
+        await self._end(active, reason)
+        return True
+
+    async def _expire(self, oid: str) -> None:
+        order = self.engine.orders.get(oid)
+        if order is None:
+            return
+        when = deadline(order)
+        if when is None or dt.datetime.now(dt.UTC) < when:
+            return
+        await self._end(order, "TIME_IN_FORCE_EXPIRED")
+
+    async def _end(self, order: Order, reason: str) -> None:
+        """Cancel a resting order / close an open trade at the broker."""
+        if order.status is OrderStatus.PENDING:
+            if order.broker_state == core.UNKNOWN:
+                await self._resolve(order)
+                order = self.engine.orders.get(order.id, order)
+                if order.status is not OrderStatus.PENDING:
+                    return await self._end(order, reason) if is_active(order.status) else None
+                if order.broker_state == core.UNKNOWN:  # the broker never had it
+                    fact = Fact("cancelled", 0, codec.now_iso(), reason=reason)
+                    await self._fact(order, fact)
+                    return None
+            status, body = await self.broker.cancel(order.id)
+            txn = body.get("orderCancelTransaction")
+            if status == 200 and isinstance(txn, dict):
+                ours = {**txn, "reason": reason if txn.get("reason") == "CLIENT_REQUEST" else
+                        txn.get("reason")}  # fmt: skip
+                for fact in facts(ours):
+                    order = await self._fact(order, fact)
+                return None
+            await self._resolve(order)  # filled meanwhile, or gone: ask the broker
+            return None
+        if order.status is OrderStatus.OPEN and order.broker_trade_id:
+            closing = self._stamp(msgspec.structs.replace(order, closing=reason))
+            await self.fence.put(keys.order(order.id), codec.encode(closing))
+            self.engine.update(closing)
+            status, body = await self.broker.close(order.broker_trade_id)
+            txn = body.get("orderFillTransaction")
+            if status == 200 and isinstance(txn, dict):
+                for fact in facts(txn):
+                    closing = await self._fact(closing, fact)
+                return None
+            await self._resolve(closing)
+        return None
+
+    # -- transactions and reconciliation -------------------------------------------------
+    async def _apply_txns(self, txns: Txns) -> None:
+        top = self.cursor
+        for txn in txns:
+            if txn.get("type") in ("HEARTBEAT", "TRANSACTION_HEARTBEAT"):
+                last = int(txn.get("lastTransactionID") or 0)
+                if self.cursor == 0 and last:
+                    top = max(top, last)
+                continue
+            tid = int(txn.get("id") or 0)
+            if tid <= self.cursor:
+                continue
+            for fact in facts(txn):
+                order = core.match(self.engine.orders, fact)
+                if order is not None:
+                    await self._fact(order, fact)
+            top = max(top, tid)
+        if top > self.cursor:
+            self.cursor = top
+            await self.fence.put(keys.live_cursor(self.venue), str(top).encode())
+
+    async def _read_cursor(self) -> int:
+        try:
+            entry = await self.kv.get(keys.live_cursor(self.venue))
+        except KeyNotFoundError:
+            return 0
+        return int(entry.value or b"0")
+
+    async def _resolve(self, order: Order) -> int:
+        """Learn an order's state at the broker by lookup and apply it; an order the broker
+        does not have and whose send's outcome was unknown is sent (same client id)."""
+        try:
+            found = await self.broker.lookup(order.id)
+        except BrokerUnavailable as exc:
+            self.log.warning("reconcile %s: %s", order.id, exc)
+            return 0
+        if found is None:
+            if order.broker_state == core.UNKNOWN and order.status is OrderStatus.PENDING:
+                self.log.info("order %s never reached the broker: sending it", order.id)
+                await self._send(order)
+                return 1
+            return 0
+        broker_order, trade = found
+        before = order.events
+        if order.broker_state == core.UNKNOWN:
+            known = core.accepted(order, str(broker_order.get("id", "")) or None)
+            await self.fence.put(keys.order(order.id), codec.encode(self._stamp(known)))
+            self.engine.update(known)
+            order = known
+        for fact in order_state_facts(broker_order, trade):
+            order = await self._fact(order, fact)
+        return 1 if order.events != before else 0
+
+    async def reconcile(self) -> dict[str, int]:
+        """Compare every active live order with the broker; publish what changed."""
+        checked = changed = 0
+        for order in list(self.engine.orders.values()):
+            checked += 1
+            changed += await self._resolve(order)
+        unknown = sum(1 for o in self.engine.orders.values() if o.broker_state == core.UNKNOWN)
+        self.live_stats["reconciled"] += 1
+        if checked:
+            self.log.info("reconciled %d live orders: %d changed, %d unknown",
+                          checked, changed, unknown)  # fmt: skip
+        return {"checked": checked, "changed": changed, "unknown": unknown}
