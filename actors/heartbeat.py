@@ -18,18 +18,16 @@ import time
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError
 
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
+from rbot.bus.control import trading_state
 from rbot.bus.lifecycle import GONE
 from rbot.bus.messages import (
     ActorEvent,
     ActorStatus,
     Beat,
     Pulse,
-    TradingState,
-    TradingStateRecord,
 )
 from rbot.bus.timing import every, raise_if_cancelled
 
@@ -105,15 +103,7 @@ class Registry:
         ]
 
 
-async def read_trading_state(bus: Bus) -> TradingState:
-    kv = await bus.kv("control")
-    try:
-        entry = await kv.get(keys.TRADING)
-    except KeyNotFoundError:
-        return TradingState.ACTIVE
-    if entry.value is None:
-        return TradingState.ACTIVE
-    return codec.decode(entry.value, TradingStateRecord).state
+read_trading_state = trading_state  # the one read: rbot.bus.control
 
 
 class HeartbeatActor(Actor):

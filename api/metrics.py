@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from nats.js.errors import KeyNotFoundError
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from rbot.bus import codec, keys
-from rbot.bus.messages import OrderStatus, TradingState, TradingStateRecord
+from rbot.bus import codec
+from rbot.bus.control import trading_record
+from rbot.bus.messages import OrderStatus, TradingState
 from rbot.bus.subjects import VENUES
 
 from . import orderbook
@@ -235,12 +235,7 @@ def _actors(ctx: ApiContext) -> list[Metric]:
 
 
 async def _trading(ctx: ApiContext) -> list[Metric]:
-    kv = await ctx.bus.kv("control")
-    try:
-        entry = await kv.get(keys.TRADING)
-        current = codec.decode(entry.value or b"", TradingStateRecord).state
-    except (KeyNotFoundError, codec.DecodeError):
-        current = TradingState.ACTIVE
+    current = (await trading_record(await ctx.bus.kv("control"))).state
     fam = GaugeMetricFamily(
         "rbot_trading_state", "1 for the current trading state", labels=["state"]
     )

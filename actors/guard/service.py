@@ -45,6 +45,7 @@ from nats.micro.request import Request
 
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
+from rbot.bus.control import trading_record
 from rbot.bus.kvscan import scan
 from rbot.bus.messages import (
     ActiveMark,
@@ -62,7 +63,6 @@ from rbot.bus.messages import (
     RateWindow,
     Tick,
     TradingState,
-    TradingStateRecord,
 )
 from rbot.bus.subjects import is_token
 
@@ -346,12 +346,7 @@ class OrderGuard(Actor):
         return tick, max(age, 0.0)
 
     async def _trading_state(self) -> TradingState:
-        try:
-            entry = await self.kv_control.get(keys.TRADING)
-        except KeyNotFoundError:
-            return TradingState.ACTIVE
-        assert entry.value is not None
-        return codec.decode(entry.value, TradingStateRecord).state
+        return (await trading_record(self.kv_control)).state
 
     async def _net_position(self, req: OrderRequest) -> Decimal:
         try:

@@ -29,19 +29,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.js import api
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys
 from rbot.bus.active import deadline
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
+from rbot.bus.control import trading_record
 from rbot.bus.fence import PartitionFence
 from rbot.bus.messages import (
     CancelCmd,
@@ -51,13 +51,11 @@ from rbot.bus.messages import (
     PlaceCmd,
     Tick,
     TradingState,
-    TradingStateRecord,
 )
 from rbot.bus.pnl import Rate
 
 from ..backoff import Backoff
 from ..paper.partition import (
-    FETCH_BATCH,
     UNKNOWN_CANCEL_RETRIES,
     PartitionWorker,
     _decode_command,
@@ -97,16 +95,12 @@ class LiveWorker(PartitionWorker):
         self.stream_up = asyncio.Event()
         self.live_stats = {"sent": 0, "unknown": 0, "refused": 0, "reconciled": 0}
 
-    async def run(self, on_ready: Any = None) -> None:
-        await self.rebuild()
+    async def prepare(self) -> None:
         self.cursor = await self._read_cursor()
         await self.reconcile()
-        if on_ready is not None:
-            on_ready()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._fetch_loop())
-            tg.create_task(self._apply_loop())
-            tg.create_task(self._stream_loop())
+
+    def loops(self) -> list[Coroutine[Any, Any, None]]:
+        return [*super().loops(), self._stream_loop()]
 
     async def request_reconcile(self) -> dict[str, int]:
         fut: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
@@ -115,45 +109,12 @@ class LiveWorker(PartitionWorker):
         return await fut
 
     # -- inputs -----------------------------------------------------------------------
-    async def _reset_consumer(self) -> None:
-        stream = self.bus.subjects.stream("EXEC")
-        name = self.bus.subjects.live_consumer(self.venue)
-        try:
-            await self.bus.js.delete_consumer(stream, name)
-        except NotFoundError:
-            pass
-        await self.bus.js.add_consumer(
-            stream,
-            api.ConsumerConfig(
-                durable_name=name,
-                filter_subject=self.bus.subjects.live_exec_venue(self.venue),
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=60.0,
-                max_deliver=10,
-                max_ack_pending=1000,
-            ),
-        )
+    ACK_WAIT_S = 60.0
+    REDELIVERY_BACKOFF = ()
 
-    async def _fetch_loop(self) -> None:
-        bus = self.bus
-        await self._reset_consumer()
-        stream = bus.subjects.stream("EXEC")
-        name = bus.subjects.live_consumer(self.venue)
-        while True:
-            psub = await bus.js.pull_subscribe_bind(durable=name, stream=stream)
-            seen_reconnects = bus.reconnects
-            try:
-                while bus.reconnects == seen_reconnects:
-                    try:
-                        msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
-                    except TimeoutError:
-                        continue
-                    for m in msgs:
-                        await self.commands.put(m)
-                        self.work.set()
-            finally:
-                await psub.unsubscribe()
+    def consumer(self) -> tuple[str, str]:
+        s = self.bus.subjects
+        return s.live_consumer(self.venue), s.live_exec_venue(self.venue)
 
     async def _stream_loop(self) -> None:
         backoff = Backoff(initial=0.05, cap=5.0)
@@ -261,12 +222,7 @@ class LiveWorker(PartitionWorker):
         return None
 
     async def _trading_state(self) -> TradingState:
-        try:
-            entry = await self.kv_control.get(keys.TRADING)
-        except KeyNotFoundError:
-            return TradingState.ACTIVE
-        assert entry.value is not None
-        return codec.decode(entry.value, TradingStateRecord).state
+        return (await trading_record(self.kv_control)).state
 
     async def _send(self, order: Order) -> None:
         self.live_stats["sent"] += 1

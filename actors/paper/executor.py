@@ -32,7 +32,7 @@ from rbot.bus.pnl import rate_from_ticks
 
 from ..base import Actor, Ready
 from .ownership import Holder, plan
-from .partition import PartitionWorker
+from .partition import PartitionWorker, StateSuspect
 
 log = logging.getLogger("rbot.actor.paper_executor")
 
@@ -50,6 +50,8 @@ class PaperExecutor(Actor):
         self.holders: dict[int, Holder] = {}
         self.free_since: dict[int, float] = {}
         self.seen: dict[str, float] = {}
+        self.ran_epochs: set[int | None] = set()  # epochs whose consumer is fresh already
+        self.failures: dict[int, int] = {}
         self.changed = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.started = loop.time()
@@ -185,10 +187,17 @@ class PaperExecutor(Actor):
 
     async def _run_worker(self, worker: PartitionWorker) -> None:
         p = worker.partition
+        fresh = worker.fence.epoch not in self.ran_epochs  # a new epoch: a fresh consumer
+        self.ran_epochs.add(worker.fence.epoch)
         try:
-            await worker.run()
+            await worker.run(fresh_consumer=fresh)
         except Fenced as exc:
             self.log.warning("partition %d lost: %s", p, exc)
+        except StateSuspect as exc:
+            # one command failed half-way: rebuild from KV (the lease stays ours)
+            n = self.failures[p] = self.failures.get(p, 0) + 1
+            self.log.error("partition %d rebuilds after a failed command: %s", p, exc)
+            await asyncio.sleep(min(5.0, 0.1 * 2**n))  # backoff before running it again
         except Exception as exc:
             if not is_outage(exc) and not isinstance(exc, TimeoutError):
                 raise  # a real fault: the supervisor sees it

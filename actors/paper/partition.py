@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -42,7 +44,7 @@ from rbot.bus import codec, keys, kvcas, userindex
 from rbot.bus.active import mark_of
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
-from rbot.bus.fence import PartitionFence
+from rbot.bus.fence import Fenced, PartitionFence
 from rbot.bus.kvscan import scan
 from rbot.bus.messages import (
     ActiveMark,
@@ -57,6 +59,7 @@ from rbot.bus.messages import (
     PlaceCmd,
     Tick,
 )
+from rbot.bus.outage import is_outage
 from rbot.bus.pnl import Rate
 
 from . import ledger
@@ -68,6 +71,13 @@ FETCH_BATCH = 64
 MARKER_TTL_S = 60.0  # purge markers of ended orders disappear after this
 FLUSH_EVERY = 500  # ended orders counted per counter flush, at most
 UNKNOWN_CANCEL_RETRIES = 5  # a cancel that overtook its place is retried this often
+PARK_AFTER = 3  # a command that failed this many deliveries is parked, not retried again
+
+
+class StateSuspect(RuntimeError):
+    """A command failed half-way: rebuild the partition from KV before going on."""
+
+
 _decode_command = msgspec.json.Decoder(ExecCommand)
 
 
@@ -147,19 +157,52 @@ class PartitionWorker:
         self.dirty = False
         self.closing: dict[tuple[str, str], set[str]] = {}  # closes waiting for a price
         self.rebuilt = asyncio.Event()
+        self.in_hand: Msg | None = None
+        self.fresh_consumer = True
         self.stats = {"repaired": 0, "loaded": 0}
 
     def on_tick(self, tick: Tick) -> None:
         self.pending_ticks[(tick.venue, tick.symbol)] = tick
         self.work.set()
 
-    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        await self.rebuild()
-        if on_ready is not None:
-            on_ready()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._fetch_loop())
-            tg.create_task(self._apply_loop())
+    async def run(
+        self, on_ready: Callable[[], None] | None = None, *, fresh_consumer: bool = True
+    ) -> None:
+        """Rebuild, then consume and apply until cancelled or fenced.
+
+        ``fresh_consumer``: re-create the durable consumer (a new epoch: a dead
+        holder's unacknowledged batch comes again at once).  When this instance
+        runs its own partition again after a failure, the consumer is kept and the
+        commands it had in hand are handed back (``nak``), so their delivery count
+        goes on and a poison command is parked after ``PARK_AFTER`` tries."""
+        self.fresh_consumer = fresh_consumer
+        try:
+            await self.rebuild()
+            await self.prepare()
+            if on_ready is not None:
+                on_ready()
+            async with asyncio.TaskGroup() as tg:
+                for loop in self.loops():
+                    tg.create_task(loop)
+        finally:
+            await asyncio.shield(self._hand_back())
+
+    async def prepare(self) -> None:
+        """After the rebuild, before serving (a live worker reconciles here)."""
+
+    def loops(self) -> list[Coroutine[Any, Any, None]]:
+        """What runs while the partition is served."""
+        return [self._fetch_loop(), self._apply_loop()]
+
+    async def _hand_back(self) -> None:
+        """Best effort: commands fetched but not applied come again at once."""
+        pending = [self.in_hand] if self.in_hand is not None else []
+        while not self.commands.empty():
+            pending.append(self.commands.get_nowait())
+        for msg in pending:
+            with contextlib.suppress(Exception):  # boundary: the ack wait returns it anyway
+                await msg.nak()
+        self.in_hand = None
 
     # -- rebuild: the partition's active set only -------------------------------
     async def rebuild(self) -> None:
@@ -213,11 +256,20 @@ class PartitionWorker:
             self.closing.setdefault((order.venue, order.symbol), set()).add(order.id)
 
     # -- inputs ---------------------------------------------------------------------
+    # the durable consumer on EXEC: a live worker names its own (``LiveWorker``)
+    ACK_WAIT_S = 30.0
+    REDELIVERY_BACKOFF: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+    def consumer(self) -> tuple[str, str]:
+        """This worker's durable consumer on ``EXEC``: its name and filter subject."""
+        s = self.bus.subjects
+        return s.exec_consumer(self.partition), s.exec_partition(self.partition)
+
     async def _reset_consumer(self) -> None:
         """A fresh durable consumer: every command not yet acknowledged comes again at
         once (a dead holder's in-flight batch does not wait out its ack wait)."""
         stream = self.bus.subjects.stream("EXEC")
-        name = self.bus.subjects.exec_consumer(self.partition)
+        name, subject = self.consumer()
         try:
             await self.bus.js.delete_consumer(stream, name)
         except NotFoundError:
@@ -226,21 +278,22 @@ class PartitionWorker:
             stream,
             api.ConsumerConfig(
                 durable_name=name,
-                filter_subject=self.bus.subjects.exec_partition(self.partition),
+                filter_subject=subject,
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=30.0,
+                ack_wait=self.ACK_WAIT_S,
                 max_deliver=10,
-                backoff=[1.0, 2.0, 5.0, 10.0, 30.0],
+                backoff=list(self.REDELIVERY_BACKOFF) or None,
                 max_ack_pending=1000,
             ),
         )
 
     async def _fetch_loop(self) -> None:
         bus = self.bus
-        await self._reset_consumer()
+        if self.fresh_consumer:
+            await self._reset_consumer()
         stream = bus.subjects.stream("EXEC")
-        name = bus.subjects.exec_consumer(self.partition)
+        name, _ = self.consumer()
         while True:
             psub = await bus.js.pull_subscribe_bind(durable=name, stream=stream)
             seen_reconnects = bus.reconnects
@@ -263,7 +316,9 @@ class PartitionWorker:
             await self.work.wait()
             self.work.clear()
             while not self.commands.empty():
-                await self._apply_command(self.commands.get_nowait())
+                self.in_hand = self.commands.get_nowait()
+                await self._apply_command(self.in_hand)
+                self.in_hand = None
             ticks, self.pending_ticks = self.pending_ticks, {}
             for tick in ticks.values():
                 await self._persist_all(self.engine.on_tick(tick))
@@ -277,19 +332,41 @@ class PartitionWorker:
             self.log.error("poison command on %s terminated: %s", msg.subject, exc)
             await msg.term()
             return
-        match cmd:
-            case PlaceCmd(order=order):
-                await self._place(order)
-            case CancelCmd(order_id=oid, user=user, reason=reason):
-                if not await self._cancel(oid, user, reason):
-                    if msg.metadata.num_delivered < UNKNOWN_CANCEL_RETRIES:
-                        await msg.nak(delay=0.5)  # its place has not been applied yet
-                        return
-                    self.log.warning("cancel for unknown order %s dropped", oid)
-            case ExpireCmd(order_id=oid):
-                change = self.engine.expire(oid, dt.datetime.now(dt.UTC))
-                await self._persist_all([change] if change else [])
+        try:
+            match cmd:
+                case PlaceCmd(order=order):
+                    await self._place(order)
+                case CancelCmd(order_id=oid, user=user, reason=reason):
+                    if not await self._cancel(oid, user, reason):
+                        if msg.metadata.num_delivered < UNKNOWN_CANCEL_RETRIES:
+                            await msg.nak(delay=0.5)  # its place has not been applied yet
+                            return
+                        self.log.warning("cancel for unknown order %s dropped", oid)
+                case ExpireCmd(order_id=oid):
+                    change = self.engine.expire(oid, dt.datetime.now(dt.UTC))
+                    await self._persist_all([change] if change else [])
+        except Exception as exc:
+            if isinstance(exc, Fenced | TimeoutError) or is_outage(exc):
+                raise
+            if msg.metadata.num_delivered < PARK_AFTER:
+                raise StateSuspect(f"{type(cmd).__name__} failed: {exc!r}") from exc
+            await self._park(msg, cmd, exc)
+            raise StateSuspect(f"parked a {type(cmd).__name__}: {exc!r}") from exc
         await msg.ack()
+
+    async def _park(self, msg: Msg, cmd: PlaceCmd | CancelCmd | ExpireCmd, exc: Exception) -> None:
+        """A command that keeps failing: refuse it for good (a place becomes an
+        ``order_rejected``), take it off the queue, and say so loudly."""
+        self.log.error(
+            "parking a %s on %s after %d deliveries: %r",
+            type(cmd).__name__, msg.subject, msg.metadata.num_delivered, exc,
+        )  # fmt: skip
+        if isinstance(cmd, PlaceCmd) and await self._get_order(cmd.order.id) is None:
+            self.engine.orders.pop(cmd.order.id, None)
+            self.engine.book(cmd.order.venue, cmd.order.symbol).remove(cmd.order.id)
+            await self._reject(cmd.order, "order_unprocessable", f"{type(exc).__name__}: {exc}")
+        await msg.term()
+        self.in_hand = None
 
     async def _place(self, order: Order) -> None:
         if order.id in self.engine.orders:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from nats.js.errors import KeyNotFoundError
 
 from rbot.bus import codec, fence, keys
+from rbot.bus.control import trading_record
 from rbot.bus.messages import TradingState, TradingStateRecord
 
 from ..context import Ctx
@@ -24,13 +24,7 @@ router = APIRouter(tags=["system"])
 
 
 async def _trading(ctx: Ctx) -> TradingStateRecord:
-    kv = await ctx.bus.kv("control")
-    try:
-        entry = await kv.get(keys.TRADING)
-    except KeyNotFoundError:
-        return TradingStateRecord(state=TradingState.ACTIVE)
-    assert entry.value is not None
-    return codec.decode(entry.value, TradingStateRecord)
+    return await trading_record(await ctx.bus.kv("control"))
 
 
 @router.get("/system")

@@ -313,3 +313,30 @@ async def test_upgrade_indexes_orders_written_before_partitions(
         await bus.js.publish(bus.subjects.exec("oanda", "EUR_USD"),
                              codec.encode(CancelCmd(order_id="paper-oanda-3", user="olduser")))  # fmt: skip
         await tap.next("order_cancelled", "paper-oanda-3", timeout=20)
+
+
+async def test_a_command_the_executor_cannot_apply_is_parked_as_rejected(
+    settings: Settings, bus: Bus
+) -> None:
+    """A decodable but invalid place (a LIMIT without a price) becomes order_rejected
+    and is acknowledged, instead of crash-looping the executor."""
+    from rbot.bus.messages import PlaceCmd
+
+    bad = Order(id="paper-oanda-777", user="poison", venue="oanda", symbol="EUR_USD",
+                side="BUY", order_type="LIMIT", qty=Decimal(1), stop_loss=Decimal("1.0"),
+                take_profit=Decimal("1.3"), expires_at="2099-01-01T00:00:00Z")  # fmt: skip
+    stream = bus.subjects.stream("EXEC")
+    acks = await bus.nc.subscribe(f"$JS.ACK.{stream}.>")
+    async with running_stack(settings, only=NO_SIM, api=False), EventTap(bus) as tap:
+        await bus.js.publish(bus.subjects.exec("oanda", "EUR_USD"),
+                             codec.encode(PlaceCmd(order=bad)))  # fmt: skip
+        rejected = await tap.next("order_rejected", "paper-oanda-777", timeout=20)
+        assert rejected["payload"]["reason"] == "order_invalid"
+        stored = (await _orders(bus))["paper-oanda-777"]
+        assert stored.status is OrderStatus.REJECTED
+        ack = await acks.next_msg(timeout=20)  # acknowledged: nothing left to redeliver
+        assert ack.data in (b"", b"+ACK")
+        async with asyncio.timeout(10):
+            while (await bus.js.stream_info(stream)).state.messages:
+                await bus.nc.flush()
+    await acks.unsubscribe()
