@@ -3,7 +3,7 @@
 Real processes on 127.0.0.1: a nats-server (the project's ``nats.conf``
 settings: ``sync_interval: always``), ``rbot actors --only heartbeat
 order_guard``, ``rbot api`` and two ``rbot actors --only paper_executor``
-processes sharing 4 partitions.  The test submits orders over HTTP (16 at a
+processes sharing 5 partitions.  The test submits orders over HTTP (16 at a
 time, paced) — market BUYs and SELLs that fill on the next tick and close on
 the next price spike, and limit BUYs far below the market that stay pending —
 while it SIGKILLs the executor holding the most partitions (read from the
@@ -78,7 +78,7 @@ FLOOR_ORDERS, FLOOR_KILLS = 300, 10
 RATE = float(os.environ.get("RBOT_R1_RATE", "15"))
 ACK_SHARE = 0.9  # acknowledged / submitted, at least
 ATTEMPTS = 40  # per order on 503 / a broken connection, same client_order_id
-PARTITIONS = 4
+PARTITIONS = 5  # uneven: one executor holds 3, the kill takes the larger share
 EXECUTORS = 2
 CONCURRENCY = 16
 USERS = 4
