@@ -27,8 +27,17 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 
 @pytest.fixture
 def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A server of this test's own, for tests that kill or restart it."""
-    with running_server(tmp_path / "js") as srv:
+    """A server of this test's own, for tests that kill or restart it; it runs the
+    project's ``nats.conf`` settings (``sync_interval: always``): these are the
+    tests of durability."""
+    with running_server(tmp_path / "js", production=True) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def production_nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A shared server with the project's ``nats.conf`` settings (the pipeline tests)."""
+    with running_server(tmp_path_factory.mktemp("jsprod") / "js", production=True) as srv:
         yield srv
 
 

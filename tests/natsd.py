@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from rbot.actors.natsd import server_binary
+from rbot.actors.natsd import config_file, server_binary
 
 # one lookup of the binary for the project, the tests and the bench: actors/natsd.py
 nats_server_bin = server_binary
@@ -19,12 +19,40 @@ nats_server_bin = server_binary
 _LISTEN = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
 
 
-class NatsServer:
-    """One nats-server process; ``restart()`` keeps its port and store."""
+_FIXED_PORTS = re.compile(r"^\s*(listen|http|port|http_port)\s*[:=]", re.M)
 
-    def __init__(self, store: Path, port: int = -1, config: Path | None = None) -> None:
+
+def production_config(folder: Path, extra: Path | None = None) -> Path:
+    """The project's ``nats.conf`` as the tests can run it: every setting kept
+    (``jetstream { sync_interval: always }``, limits, ``max_payload``) except its
+    fixed ports (the test server listens on a random one, monitoring off), plus
+    ``extra`` (e.g. an authorization block) appended."""
+    text = "".join(
+        line for line in config_file().read_text().splitlines(keepends=True)
+        if not _FIXED_PORTS.match(line)
+    )  # fmt: skip
+    if extra is not None:
+        text += "\n" + extra.read_text()
+    path = folder / "nats-production.conf"
+    path.write_text(text)
+    return path
+
+
+class NatsServer:
+    """One nats-server process; ``restart()`` keeps its port and store.
+
+    ``production=True``: the project's ``nats.conf`` settings (fsync before every
+    acknowledgement): the flavour for every test where durability is under test."""
+
+    def __init__(
+        self, store: Path, port: int = -1, config: Path | None = None, production: bool = False
+    ) -> None:
         self.store = store
         self.port = port
+        if production:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            config = production_config(store.parent, config)
+        self.production = production
         self.config = config  # e.g. a generated authorization block (tests of identities)
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
@@ -73,8 +101,10 @@ class NatsServer:
 
 
 @contextlib.contextmanager
-def running_server(store: Path, config: Path | None = None) -> Iterator[NatsServer]:
-    srv = NatsServer(store, config=config)
+def running_server(
+    store: Path, config: Path | None = None, production: bool = False
+) -> Iterator[NatsServer]:
+    srv = NatsServer(store, config=config, production=production)
     srv.start()
     try:
         yield srv

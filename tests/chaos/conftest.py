@@ -39,7 +39,7 @@ from nats.js.errors import NotFoundError
 from rbot.bus import codec
 from rbot.bus.connection import Bus, connect
 from rbot.bus.kvscan import scan
-from rbot.bus.messages import Tick
+from rbot.bus.messages import FenceRecord, Tick
 from rbot.bus.provision import provision
 from tests.conftest import make_settings
 from tests.natsd import NatsServer
@@ -340,6 +340,29 @@ async def publish_tick(
         await kv.put(f"{venue}.{symbol}", codec.encode(tick))
 
 
+async def holders(bus: Bus) -> dict[int, str]:
+    """Partition -> the instance holding its lease (``fence.<N>`` in KV ``orders``)."""
+    fences = await kv_values(bus, "orders", "fence.*", FenceRecord)
+    return {int(k.split(".")[1]): rec.owner for k, rec in fences.items()}
+
+
+async def wait_holders(
+    bus: Bus, ok: Callable[[dict[int, str]], bool], timeout: float = 30.0
+) -> dict[int, str]:
+    """Until the partition holders satisfy ``ok`` (woken by any lease change)."""
+    kv = await bus.kv("orders")
+    watcher = await kv.watch("fence.*")
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                now = await holders(bus)
+                if ok(now):
+                    return now
+                await watcher.updates(timeout=timeout)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+
+
 # -- HTTP ----------------------------------------------------------------------
 
 
@@ -379,11 +402,27 @@ def proc_stats(pid: int) -> dict[str, int]:
 # -- figures ---------------------------------------------------------------------
 
 
+def sized(name: str, floor: int, default: int) -> int:
+    """A chaos size from the environment (``default`` when unset), never below ``floor``:
+    the floors are what the promises are shown with, an env var can only raise them."""
+    return max(floor, int(os.environ.get(name, default)))
+
+
+RESULTS_ENV = "RBOT_CHAOS_RESULTS"  # scripts/chaos.sh collects the tables there
+
+
 def figures(title: str, values: dict[str, object]) -> None:
+    """Print a test's measured figures; with ``RBOT_CHAOS_RESULTS`` set, append them
+    to that file as a Markdown table too (``scripts/chaos.sh`` -> tests/chaos/RESULTS.md)."""
     print(f"\n== {title}")
     width = max(len(k) for k in values)
     for key, value in values.items():
         print(f"   {key:<{width}}  {value}")
+    out = os.environ.get(RESULTS_ENV)
+    if out:
+        rows = "".join(f"| {k} | {str(v).replace('|', '/')} |\n" for k, v in values.items())
+        with open(out, "a", encoding="utf-8") as fh:
+            fh.write(f"\n### {title}\n\n| figure | value |\n|---|---|\n{rows}")
 
 
 def spread(xs: Iterable[float], unit: str = "s") -> str:

@@ -21,7 +21,10 @@ Bounds, per order (deadline D, expiry E = the order's ``closed_at``):
   (process start) + 0.5 s`` = 12.5 s;
 * exactly one ``order_expired`` event, the KV record EXPIRED.
 
-Sizes: RBOT_R11_ORDERS (120), RBOT_R11_KILLS (10), RBOT_R11_SPAN_S (50).
+Two sizes: the default run (chaos-lite: 60 orders over 25 s, 6 kills, the
+floors) and ``-m chaos`` (RBOT_R11_ORDERS 120, RBOT_R11_KILLS 10,
+RBOT_R11_SPAN_S 50; never below the floors).  The server runs the project's
+``nats.conf`` settings.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import asyncio
 import datetime as dt
 import itertools
 import json
-import os
 import random
 import re
 import time
@@ -52,13 +54,12 @@ from tests.chaos.conftest import (
     kv_values,
     rbot_env,
     read_stream,
+    sized,
     spread,
 )
 from tests.natsd import NatsServer
 
-N_ORDERS = int(os.environ.get("RBOT_R11_ORDERS", "120"))
-MIN_KILLS = int(os.environ.get("RBOT_R11_KILLS", "10"))
-SPAN_S = float(os.environ.get("RBOT_R11_SPAN_S", "50"))
+FLOOR_ORDERS, FLOOR_KILLS, FLOOR_SPAN_S = 60, 6, 25
 FIRST_S = 3.0  # the first deadline, after the orders are booked
 INTERVAL = 0.5
 SLACK = 0.5
@@ -77,8 +78,8 @@ def epoch(iso: str) -> float:
     return codec.parse_iso(iso).timestamp()
 
 
-def ttl_order(i: int, t0: float) -> Order:
-    expires = dt.datetime.fromtimestamp(t0 + FIRST_S + i * SPAN_S / N_ORDERS, dt.UTC)
+def ttl_order(i: int, t0: float, n_orders: int, span_s: float) -> Order:
+    expires = dt.datetime.fromtimestamp(t0 + FIRST_S + i * span_s / n_orders, dt.UTC)
     return Order(
         id=f"ttl-{i}",
         user="u_r11",
@@ -122,21 +123,35 @@ class Expiries:
 
 
 class Killer:
-    def __init__(self, reaper: RbotProc) -> None:
+    def __init__(self, reaper: RbotProc, min_kills: int) -> None:
         self.reaper = reaper
+        self.min_kills = min_kills
         self.rng = random.Random(11)
         self.kills: list[tuple[float, str]] = []  # (epoch, how the next one came up)
 
     async def run(self) -> None:
         for k in itertools.count(1):
-            if k > MIN_KILLS:
+            if k > self.min_kills:
                 return
             await self.reaper.wait_for("leads ttl_reaper", timeout=60)
             await asyncio.sleep(self.rng.uniform(0.5, 2.5))  # pacing: let it lead a while
             await self.reaper.kill()
-            same = k <= MIN_KILLS // 2
+            same = k <= self.min_kills // 2
             self.kills.append((time.time(), "same name" if same else "new name"))
             await self.reaper.start(**({"RBOT_INSTANCE": "reaper-a"} if same else {}))
+
+
+@pytest.mark.timeout(300)
+async def test_r11_lite_ttl_holds_through_six_reaper_kills(
+    own_nats_server: NatsServer, prefix: str, chaos_bus: Bus, spawn: Spawn
+) -> None:
+    """Chaos-lite, in the default run: the floors."""
+    await ttl_under_kills(
+        own_nats_server, prefix, chaos_bus, spawn,
+        n_orders=sized("RBOT_R11_LITE_ORDERS", FLOOR_ORDERS, FLOOR_ORDERS),
+        min_kills=sized("RBOT_R11_LITE_KILLS", FLOOR_KILLS, FLOOR_KILLS),
+        span_s=float(sized("RBOT_R11_LITE_SPAN_S", FLOOR_SPAN_S, FLOOR_SPAN_S)),
+    )  # fmt: skip
 
 
 @pytest.mark.chaos
@@ -144,18 +159,29 @@ class Killer:
 async def test_r11_ttl_holds_while_the_reaper_is_killed(
     own_nats_server: NatsServer, prefix: str, chaos_bus: Bus, spawn: Spawn
 ) -> None:
-    bus = chaos_bus
+    await ttl_under_kills(
+        own_nats_server, prefix, chaos_bus, spawn,
+        n_orders=sized("RBOT_R11_ORDERS", FLOOR_ORDERS, 120),
+        min_kills=sized("RBOT_R11_KILLS", FLOOR_KILLS, 10),
+        span_s=float(sized("RBOT_R11_SPAN_S", FLOOR_SPAN_S, 50)),
+    )  # fmt: skip
+
+
+async def ttl_under_kills(
+    own_nats_server: NatsServer, prefix: str, bus: Bus, spawn: Spawn,
+    *, n_orders: int, min_kills: int, span_s: float,
+) -> None:  # fmt: skip
     wall = time.monotonic()
     env = rbot_env(own_nats_server.url, prefix, RBOT_REAPER_INTERVAL_S=str(INTERVAL))
     executor = spawn("paper_executor", ["actors", "--only", "paper_executor"], env, BANNER_ACTORS)
     reaper = spawn("ttl_reaper", ["actors", "--only", "ttl_reaper"], env, BANNER_ACTORS)
-    seen = Expiries(N_ORDERS)
+    seen = Expiries(n_orders)
     sub = await bus.js.subscribe(bus.subjects.order_events, cb=seen.on_event, ordered_consumer=True)
     try:
         await executor.start(RBOT_INSTANCE="exec-r11")
         await executor.wait_for(r"rebuilt \(epoch", timeout=30)
         t0 = time.time()
-        orders = [ttl_order(i, t0) for i in range(N_ORDERS)]
+        orders = [ttl_order(i, t0, n_orders, span_s) for i in range(n_orders)]
         for o in orders:
             await bus.js.publish(
                 bus.subjects.exec(o.venue, o.symbol),
@@ -165,9 +191,9 @@ async def test_r11_ttl_holds_while_the_reaper_is_killed(
         async with asyncio.timeout(FIRST_S):  # all booked before the first deadline
             await seen.all_placed.wait()
         await reaper.start(RBOT_INSTANCE="reaper-a")
-        killer = Killer(reaper)
+        killer = Killer(reaper, min_kills)
         await killer.run()
-        async with asyncio.timeout(SPAN_S + 2 * WORST):
+        async with asyncio.timeout(span_s + 2 * WORST):
             await seen.all_expired.wait()
     finally:
         await sub.unsubscribe()
@@ -207,7 +233,7 @@ async def test_r11_ttl_holds_while_the_reaper_is_killed(
     figures(
         "R11 TTL under reaper SIGKILLs",
         {
-            "orders (deadlines over)": f"{N_ORDERS} ({SPAN_S:g} s)",
+            "orders (deadlines over)": f"{n_orders} ({span_s:g} s)",
             "reaper interval": f"{INTERVAL} s",
             "kills (SIGKILL)": f"{len(killer.kills)} {dict(Counter(h for _, h in killer.kills))}",
             **{f"kill -> next leader, {k}": spread(v) for k, v in gaps.items()},
@@ -225,7 +251,8 @@ async def test_r11_ttl_holds_while_the_reaper_is_killed(
     )
     assert not problems, problems[:20]
     assert not other, other
-    assert len(killer.kills) >= MIN_KILLS
+    assert len(orders) == n_orders >= FLOOR_ORDERS
+    assert len(killer.kills) >= min_kills >= FLOOR_KILLS
     assert max(after_leader) <= AFTER_LEADER
     assert max(late_quiet + late_disturbed) <= WORST
     assert "Traceback" not in executor.text, executor.tail(60)

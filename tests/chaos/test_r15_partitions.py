@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from rbot.bus.connection import Bus
-from rbot.bus.messages import FenceRecord, Order, OrderStatus
+from rbot.bus.messages import Order, OrderStatus
 from tests.chaos.conftest import (
     BANNER_ACTORS,
     BANNER_API,
@@ -42,6 +42,7 @@ from tests.chaos.conftest import (
     rbot_env,
     read_stream,
     trader_token,
+    wait_holders,
 )
 from tests.natsd import NatsServer
 
@@ -79,26 +80,6 @@ def body(n: int, venue: str, symbol: str, bid: Decimal) -> dict[str, Any]:
     if n % 2:
         out |= {"order_type": "LIMIT", "limit_price": str(bid * Decimal("0.95"))}
     return out
-
-
-async def holders(bus: Bus) -> dict[int, str]:
-    fences = await kv_values(bus, "orders", "fence.*", FenceRecord)
-    return {int(k.split(".")[1]): rec.owner for k, rec in fences.items()}
-
-
-async def wait_holders(bus: Bus, ok: Any, timeout: float = 30.0) -> dict[int, str]:
-    """Until the partition holders satisfy ``ok`` (woken by any lease change)."""
-    kv = await bus.kv("orders")
-    watcher = await kv.watch("fence.*")
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                now = await holders(bus)
-                if ok(now):
-                    return now
-                await watcher.updates(timeout=timeout)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 async def ticker(bus: Bus, stop: asyncio.Event) -> None:

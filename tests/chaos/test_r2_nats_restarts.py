@@ -13,7 +13,11 @@ after the restart is acknowledged (the processes recover by themselves).
 Afterwards, with the executor's work queue drained: every 200-acknowledged
 order is in KV ``o.<id>`` (or its place command is still in EXEC, or its
 ``oco_placed`` in ORDERS), no ``client_order_id`` was booked twice, and the
-acknowledged id is the booked one.  Sizes: RBOT_R2_RESTARTS (10).
+acknowledged id is the booked one; acknowledged >= 90 % of the orders submitted
+(a refusal other than 503, or 40 x 503, counts against it) and >= 10 per restart.
+The server runs the project's ``nats.conf`` settings (``sync_interval: always``).
+Two sizes: the default run (chaos-lite: 3 restarts, the floor) and ``-m chaos``
+(RBOT_R2_RESTARTS, default 10, never below 3).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
-import os
 import random
 import re
 import signal
@@ -49,13 +52,16 @@ from tests.chaos.conftest import (
     publish_tick,
     rbot_env,
     read_stream,
+    sized,
     spread,
     trader_token,
     wait_exec_drained,
 )
 from tests.natsd import NatsServer
 
-RESTARTS = int(os.environ.get("RBOT_R2_RESTARTS", "10"))
+FLOOR_RESTARTS = 3
+ACK_SHARE = 0.9
+ACKS_PER_RESTART = 10
 RATE = 20.0  # orders per second while the bus is up
 CONCURRENCY = 8
 ATTEMPTS = 40  # per order, same client_order_id
@@ -104,6 +110,8 @@ class Load:
         self.five_hundreds: list[str] = []
         self.no_code: list[str] = []
         self.gave_up: list[str] = []
+        self.refused: list[str] = []  # any answer other than 200 / 503
+        self.submitted = 0
         self.last_ack_sent = 0.0  # when the request of the latest 200 was sent
         self.acked_now = asyncio.Event()
         self.stop = asyncio.Event()
@@ -119,7 +127,10 @@ class Load:
             if self.stop.is_set():
                 return
             await asyncio.sleep(CONCURRENCY / RATE)  # pacing
+            if self.stop.is_set():
+                return
             b = body(i)
+            self.submitted += 1
             for _ in range(ATTEMPTS):
                 sent = time.monotonic()
                 try:
@@ -141,6 +152,7 @@ class Load:
                     self.acked_now.set()
                     break
                 if r.status_code != 503:
+                    self.refused.append(f"{b['client_order_id']}: {r.status_code} {r.text[:200]}")
                     break
                 await asyncio.sleep(0.25)  # pacing of the retries
             else:
@@ -174,12 +186,28 @@ async def probe(client: httpx.AsyncClient, headers: dict[str, str], k: int) -> l
     )
 
 
+@pytest.mark.timeout(300)
+async def test_r2_lite_three_nats_restarts(
+    own_nats_server: NatsServer, prefix: str, chaos_bus: Bus, spawn: Spawn
+) -> None:
+    """Chaos-lite, in the default run: 3 restarts (SIGTERM, SIGKILL, SIGTERM)."""
+    restarts = sized("RBOT_R2_LITE_RESTARTS", FLOOR_RESTARTS, FLOOR_RESTARTS)
+    await nats_restarts(own_nats_server, prefix, chaos_bus, spawn, restarts)
+
+
 @pytest.mark.chaos
 @pytest.mark.timeout(900)
 async def test_r2_nats_restarts_lose_no_acknowledged_order(
     own_nats_server: NatsServer, prefix: str, chaos_bus: Bus, spawn: Spawn
 ) -> None:
-    bus, server = chaos_bus, own_nats_server
+    restarts = sized("RBOT_R2_RESTARTS", FLOOR_RESTARTS, 10)
+    await nats_restarts(own_nats_server, prefix, chaos_bus, spawn, restarts)
+
+
+async def nats_restarts(
+    server: NatsServer, prefix: str, bus: Bus, spawn: Spawn, n_restarts: int
+) -> None:
+    assert server.production, "durability is tested on the project's nats.conf settings"
     wall = time.monotonic()
     rng = random.Random(2)
     env = rbot_env(server.url, prefix, RBOT_ORDERS_PER_MINUTE="1000000")
@@ -207,7 +235,7 @@ async def test_r2_nats_restarts_lose_no_acknowledged_order(
             ticks = tg.create_task(ticker(bus, stop_ticks, tick_failures))
             work = tg.create_task(load.run())
             await load.ack_after(0.0, timeout=30)
-            for k in range(RESTARTS):
+            for k in range(n_restarts):
                 sig = signal.SIGTERM if k % 2 == 0 else signal.SIGKILL
                 signals[sig.name] += 1
                 await asyncio.to_thread(server.kill, sig)
@@ -255,11 +283,14 @@ async def test_r2_nats_restarts_lose_no_acknowledged_order(
     figures(
         "R2 nats-server restarts",
         {
-            "restarts": f"{RESTARTS} {dict(signals)}",
+            "restarts": f"{n_restarts} {dict(signals)}",
+            "server settings": "project nats.conf (sync_interval: always)",
             "HTTP answers": dict(count),
             "HTTP answers by code": dict(load.statuses),
             "500s / 5xx without a JSON code": f"{len(load.five_hundreds)} / {len(load.no_code)}",
-            "acknowledged orders": len(load.acked),
+            "orders submitted / acknowledged": f"{load.submitted} / {len(load.acked)} "
+            f"({len(load.acked) / max(1, load.submitted):.1%}, floor {ACK_SHARE:.0%})",
+            "refused (not 200/503)": len(load.refused),
             "orders given up (40 x 503)": len(load.gave_up),
             "server down (probe time)": spread(down_s),
             "restart -> first new ack": spread(recover_s),
@@ -279,6 +310,10 @@ async def test_r2_nats_restarts_lose_no_acknowledged_order(
     print("   probe answers:\n     " + "\n     ".join(probes))
     assert not load.five_hundreds, load.five_hundreds[:5]
     assert not load.no_code, load.no_code[:5]
+    assert sum(signals.values()) == n_restarts >= FLOOR_RESTARTS
+    assert set(signals) == {"SIGTERM", "SIGKILL"}
+    assert len(load.acked) >= ACK_SHARE * load.submitted, (load.refused[:5], load.gave_up[:5])
+    assert len(load.acked) >= ACKS_PER_RESTART * n_restarts, len(load.acked)
     assert not missing, missing[:20]
     assert not double, double[:20]
     assert not mismatched, mismatched[:20]

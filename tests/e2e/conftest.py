@@ -15,7 +15,7 @@
 
 Tests that need the browser are marked ``@pytest.mark.browser`` and are skipped
 with a clear reason when ``/usr/bin/chromium`` is missing (CI installs it with
-``apt-get install -y chromium``).
+``apt-get install -y chromium``); with ``CI=true`` a missing Chromium fails them.
 """
 
 from __future__ import annotations
@@ -57,12 +57,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def in_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab, .ci/run): nothing may be skipped for a missing tool."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        pytest.skip(
-            f"{CHROMIUM} not found: apt-get install -y chromium (never `playwright install`)"
-        )
+        why = f"{CHROMIUM} not found: apt-get install -y chromium (never `playwright install`)"
+        if in_ci():  # a green CI run with the dashboard untested would be a lie
+            pytest.fail(f"CI=true and {why}", pytrace=False)
+        pytest.skip(why)
     return CHROMIUM
 
 

@@ -31,6 +31,7 @@ from rbot.api.routers import dashboard
 from rbot.api.routers.meta import meta_body
 from rbot.bus.config import Settings
 
+from . import contract
 from .conftest import ConsoleErrors, Screenshot
 
 browser = pytest.mark.browser
@@ -308,6 +309,40 @@ def role_of(request: Request) -> str | None:
     return token.removeprefix("sess-") if token.startswith("sess-") else None
 
 
+CONTRACT_PROBLEMS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def page_requests_match_the_real_api() -> Any:
+    """Fails a test whose page sent the fake API a request the real API would refuse."""
+    CONTRACT_PROBLEMS.clear()
+    yield
+    problems = sorted(set(CONTRACT_PROBLEMS))
+    CONTRACT_PROBLEMS.clear()
+    assert not problems, problems
+
+
+def test_the_fake_api_serves_only_real_routes_and_parameters() -> None:
+    """The fake's routes, methods and declared query parameters exist in the real
+    app's OpenAPI, and every chart granularity /meta offers is one /candles takes."""
+    assert contract.route_problems(build_app(Fake())) == []
+    meta = meta_body(Settings(_env_file=None, rbot_sim="on"))  # type: ignore[call-arg]
+    chart = meta["granularities"]["chart"]
+    assert chart
+    for g in chart:
+        assert (
+            contract.request_problems(
+                "GET", "/candles", [("venue", "oanda"), ("symbol", "EUR_USD"), ("granularity", g)]
+            )
+            == []
+        ), g
+    # and the checker itself refuses what the real API refuses
+    assert contract.request_problems("GET", "/candles", [("granularity", "H6")])
+    assert contract.request_problems("GET", "/candles", [("count", "501")])
+    assert contract.request_problems("GET", "/orders", [("status", "NOPE")])
+    assert contract.request_problems("GET", "/no-such-route", [])
+
+
 def build_app(fake: Fake) -> FastAPI:
     async def auth(request: Request) -> None:
         path = request.url.path
@@ -325,6 +360,14 @@ def build_app(fake: Fake) -> FastAPI:
     errors.install(app)
     app.add_middleware(RequestIdAndHeaders)  # the real CSP: no inline script or style
     app.include_router(dashboard.router)
+
+    @app.middleware("http")
+    async def held_to_the_real_api(request: Request, call_next: Any) -> Response:
+        """Every request the page sends must be one the real API would take (contract.py)."""
+        query = request.query_params.multi_items()
+        CONTRACT_PROBLEMS.extend(contract.request_problems(request.method, request.url.path, query))
+        response: Response = await call_next(request)
+        return response
 
     @app.post("/auth/login")
     async def login(body: dict[str, Any]) -> Response:

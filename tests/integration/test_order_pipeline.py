@@ -7,8 +7,11 @@ from decimal import Decimal
 
 import pytest
 
+from rbot.api.users import ensure_admin
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
+from tests.conftest import make_settings
+from tests.natsd import NatsServer
 from tests.stack import EventTap, publish_tick, running_stack, tick_until
 
 SEED_TEST2 = {
@@ -21,6 +24,12 @@ SEED_TEST3 = {
 }  # fmt: skip
 
 NO_SIM = ["heartbeat", "order_guard", "paper_executor", "ttl_reaper"]
+
+
+@pytest.fixture
+def settings(production_nats_server: NatsServer, prefix: str) -> Settings:
+    """The pipeline runs on the project's nats.conf settings (sync_interval: always)."""
+    return make_settings(production_nats_server.url, prefix)
 
 
 async def test_seed_orders_fill_and_close_on_tp(settings: Settings, bus: Bus) -> None:
@@ -181,22 +190,40 @@ async def test_idempotent_retry_returns_the_original(settings: Settings, bus: Bu
 
 
 async def test_halt_refuses_new_orders_and_survives(settings: Settings, bus: Bus) -> None:
-    """R8: from the admin's halt to the guard refusing is one KV write (< 1 s)."""
+    """R8: from the admin's ``POST /admin/trading-state`` HALTED to the guard refusing
+    a new order: < 1 s (asserted); the halt survives a restart of every process."""
     async with running_stack(settings, only=["order_guard"]) as stack:
         token = await stack.user("halt@test")
+        created = await ensure_admin(bus)
+        assert created is not None
+        async with stack.client() as c:
+            r = await c.post("/auth/login", json={"email": created[0], "password": created[1]})
+            assert r.status_code == 200, r.text
+            admin = r.json()["access_token"]
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
-        admin_kv = await bus.kv("control")
-        from rbot.bus import codec
-        from rbot.bus.messages import TradingState, TradingStateRecord
-
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        await admin_kv.put("trading", codec.encode(TradingStateRecord(state=TradingState.HALTED)))
         async with stack.client(token) as c:
             r = await c.post("/brokers/oanda/orders", json=SEED_TEST2)
-        elapsed = loop.time() - t0
-        assert r.status_code == 409 and r.json()["code"] == "trading_halted"
-        print(f"halt -> refusal: {elapsed * 1000:.1f} ms")
+            assert r.status_code == 200, r.text  # trading is ACTIVE before the halt
+        loop = asyncio.get_running_loop()
+        async with stack.client(admin) as a, stack.client(token) as c:
+            t0 = loop.time()
+            r = await a.post("/admin/trading-state", json={"state": "HALTED", "reason": "R8"})
+            assert r.status_code == 200 and r.json()["trading_state"] == "HALTED", r.text
+            accepted = 0
+            async with asyncio.timeout(1.0):  # the promise itself: refused within 1 s
+                while True:
+                    r = await c.post("/brokers/oanda/orders", json=SEED_TEST2)
+                    if r.status_code != 200:
+                        break
+                    accepted += 1  # the guard had not seen the halt yet
+            elapsed = loop.time() - t0
+        assert r.status_code == 409 and r.json()["code"] == "trading_halted", r.text
+        assert elapsed < 1.0
+        print(f"halt (POST /admin/trading-state) -> refusal: {elapsed * 1000:.1f} ms, "
+              f"{accepted} accepted in between")  # fmt: skip
+        async with stack.client(token) as c:  # a trader may not lift it
+            r = await c.post("/admin/trading-state", json={"state": "ACTIVE"})
+            assert r.status_code == 403 and r.json()["code"] == "forbidden", r.text
     # a fresh guard (a restart of every process) still refuses
     async with running_stack(settings, only=["order_guard"]) as stack:
         token = await stack.user("halt@test")
@@ -302,5 +329,8 @@ async def test_sse_resumes_from_last_event_id(settings: Settings, bus: Bus) -> N
                         ids.append(int(line[4:]))
                     if line.startswith("data: ") and json.loads(line[6:])["type"] == "order_filled":
                         break
+        # this test's ORDERS stream holds only this user's events (its own prefix):
+        # the two connections together saw every sequence once, in order, no gap
         assert ids == sorted(set(ids)), ids  # no duplicates, in order
-        assert ids[-1] == ids[-2] + 1 or len(ids) >= 2
+        assert ids == list(range(1, ids[-1] + 1)), ids  # no gap, from the first one
+        assert ids.index(last_id) + 1 < len(ids) and ids[ids.index(last_id) + 1] == last_id + 1
