@@ -88,9 +88,10 @@ async def test_live_pin_locks_out_after_five_failures(
                 )
                 assert r.status_code == 403 and code(r) == "pin_invalid", r.text
                 assert PIN not in r.text
-            # locked: the right PIN is refused now, for this user only
+            # locked: the right PIN is refused now, for this user only (the API's lockout)
             r = await m.post("/brokers/oanda/orders", json=unknown, headers={"X-PIN": PIN})
-            assert r.status_code == 403 and code(r) == "pin_invalid", r.text
+            assert r.status_code == 429 and code(r) == "pin_locked", r.text
+            assert r.headers.get("Retry-After")
             assert PIN not in r.text
             r = await a.post("/brokers/oanda/orders", json=unknown, headers={"X-PIN": PIN})
             assert code(r) == "unknown_symbol", r.text
