@@ -233,6 +233,9 @@ async def cmd_up(settings: Settings) -> None:
     await _run_tree(root, reporter, banner)
 
 
+PROVISION_ATTEMPTS = 10
+
+
 async def provision_first(settings: Settings, url: str) -> None:
     """Create streams and buckets (they may not exist yet on a fresh server).
 
@@ -249,7 +252,15 @@ async def provision_first(settings: Settings, url: str) -> None:
         return
     bus = await connect(url, settings.subjects(), "rbot-provision", auth=auth)
     try:
-        await provision(bus, settings.rbot_replicas)
+        for attempt in range(PROVISION_ATTEMPTS):
+            try:
+                await provision(bus, settings.rbot_replicas)
+                break
+            except Exception as exc:  # JetStream still electing / recovering: wait it out
+                if not is_outage(exc) or attempt == PROVISION_ATTEMPTS - 1:
+                    raise
+                log.info("provisioning: JetStream not ready (%s), again", type(exc).__name__)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))  # backoff between attempts
         await migrate(bus, default_instance())
     finally:
         await bus.close()

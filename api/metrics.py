@@ -266,7 +266,15 @@ async def _orders(ctx: ApiContext) -> list[Metric]:
     fam = GaugeMetricFamily("rbot_orders", "orders by status", labels=["status"])
     for s in OrderStatus:
         fam.add_metric([s.value], counts.get(s.value, 0))
-    return [fam]
+    # commands that reached max deliveries (the executors' events in SYSTEM): one
+    # per-subject count, never a read of the events themselves
+    subject = ctx.bus.subjects.actor_event("paper_executor", "max_deliveries")
+    info = await ctx.bus.js.stream_info(ctx.bus.subjects.stream("SYSTEM"), subjects_filter=subject)
+    stuck = CounterMetricFamily(
+        "rbot_exec_max_deliveries", "executor commands that reached their max deliveries"
+    )
+    stuck.add_metric([], float((info.state.subjects or {}).get(subject, 0)))
+    return [fam, stuck]
 
 
 def _num(text: str | None) -> float | None:

@@ -185,7 +185,9 @@ def permissions(identity: str, s: Subjects) -> Permissions:
         pub.append(f"{JS_API}.STREAM.INFO.{exec_stream}")
         for name in executor_consumers(s):
             pub += _pull_consumer(exec_stream, name)
-        sub += [s.ticks(), s.heartbeats_of("paper_executor")]  # peers share the partitions
+        pub.append(s.actor_event("paper_executor", "max_deliveries"))
+        # peers share the partitions; JetStream says when a command is stuck
+        sub += [s.ticks(), s.heartbeats_of("paper_executor"), s.max_deliveries()]
     elif identity == "live":  # routes live orders to the brokers, one leader per venue
         pub = [s.order_events, s.live_audits, *beats]
         pub += _kv_write(s, "orders") + _kv_read(s, "prices") + _kv_read(s, "control")

@@ -164,6 +164,10 @@ class Subjects:
             raise ValueError(f"partition {partition} out of range")
         return f"{self.prefix}.exec.{partition}.>"
 
+    def max_deliveries(self) -> str:
+        """JetStream's advisory when a command on ``EXEC`` reached its max deliveries."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream('EXEC')}.*"
+
     def exec_consumer(self, partition: int) -> str:
         """The durable pull consumer of one partition on ``EXEC``."""
         if not 0 <= partition < self.partitions:

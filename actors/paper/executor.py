@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 
 from nats.aio.msg import Msg
@@ -26,7 +27,7 @@ from nats.js.kv import KeyValue
 from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.fence import Fenced, PartitionFence
-from rbot.bus.messages import Beat, FenceRecord, Tick
+from rbot.bus.messages import ActorEvent, Beat, FenceRecord, Tick
 from rbot.bus.outage import is_outage
 from rbot.bus.pnl import rate_from_ticks
 
@@ -81,9 +82,13 @@ class PaperExecutor(Actor):
             if held is not None:
                 held[0].on_tick(tick)
 
+        async def on_max_deliveries(msg: Msg) -> None:
+            await self._max_deliveries(msg)
+
         subs = [
             await bus.nc.subscribe(bus.subjects.heartbeats_of(self.name), cb=on_beat),
             await bus.nc.subscribe(bus.subjects.ticks(), cb=on_tick),
+            await bus.nc.subscribe(bus.subjects.max_deliveries(), cb=on_max_deliveries),
         ]
         ready()
         try:
@@ -96,6 +101,30 @@ class PaperExecutor(Actor):
                 with contextlib.suppress(Exception):  # boundary: the connection may be gone
                     await sub.unsubscribe()
             await asyncio.shield(self._release_all())
+
+    async def _max_deliveries(self, msg: Msg) -> None:
+        """A command was delivered ``max_deliver`` times and will not come again (the
+        partition parks a failing one before that: this is the safety net).  The
+        partition's owner says so on the bus (``evt.actor.paper_executor.max_deliveries``,
+        kept in the SYSTEM stream; ``/metrics`` counts them)."""
+        try:
+            adv = json.loads(msg.data)
+            consumer, seq = str(adv["consumer"]), int(adv["stream_seq"])
+        except (ValueError, KeyError, TypeError):
+            self.log.warning("unreadable max-deliveries advisory")
+            return
+        owner = next(
+            (p for p in self.workers if self.bus.subjects.exec_consumer(p) == consumer), None
+        )
+        if owner is None:
+            return  # another instance's partition (or not ours at all)
+        self.log.error("command %d on %s reached its max deliveries: it is stuck", seq, consumer)
+        ev = ActorEvent(
+            actor=self.name, instance=self.instance, state="max_deliveries",
+            reason=f"EXEC sequence {seq} on {consumer} was delivered {adv.get('deliveries')} times",
+        )  # fmt: skip
+        subject = self.bus.subjects.actor_event(self.name, "max_deliveries")
+        await self.bus.nc.publish(subject, codec.encode_envelope("max_deliveries", self.name, ev))
 
     # -- what the others hold -----------------------------------------------------
     async def _watch_fences(self) -> None:

@@ -102,7 +102,7 @@ async def test_cancel_right_after_place_is_never_404(settings: Settings, bus: Bu
                  "stop_loss_price": 1.1400, "take_profit_price": 1.1700}  # fmt: skip
         async with stack.client(token) as c:
             ids = []
-            for n in range(40):
+            for n in range(200):  # the issue's count: place, then cancel at once
                 r = await c.post(
                     "/brokers/oanda/orders", json={**limit, "client_order_id": f"q{n}"}
                 )
@@ -340,3 +340,30 @@ async def test_a_command_the_executor_cannot_apply_is_parked_as_rejected(
             while (await bus.js.stream_info(stream)).state.messages:
                 await bus.nc.flush()
     await acks.unsubscribe()
+
+
+async def test_a_stuck_command_is_an_event_and_a_metric(settings: Settings, bus: Bus) -> None:
+    """JetStream's max-deliveries advisory for a partition's consumer (the safety net
+    behind parking) becomes an actor event in SYSTEM and ``rbot_exec_max_deliveries``."""
+    import json
+
+    async with running_stack(settings, only=NO_SIM) as stack:
+        token = await stack.user("stuck@test")
+        events = await bus.nc.subscribe(
+            bus.subjects.actor_event("paper_executor", "max_deliveries")
+        )
+        kv = await bus.kv("orders")
+        watcher = await kv.watch(keys.fence(0))  # wait until partition 0 has its owner
+        while (entry := await watcher.updates(timeout=15)) is None or not entry.value:
+            pass
+        await watcher.stop()  # type: ignore[no-untyped-call]
+        advisory = {"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream":
+                    bus.subjects.stream("EXEC"), "consumer": bus.subjects.exec_consumer(0),
+                    "stream_seq": 42, "deliveries": 10}  # fmt: skip
+        subject = bus.subjects.max_deliveries().replace("*", bus.subjects.exec_consumer(0))
+        await bus.nc.publish(subject, json.dumps(advisory).encode())
+        msg = await events.next_msg(timeout=15)
+        assert "EXEC sequence 42" in json.loads(msg.data)["payload"]["reason"]
+        async with stack.client(token) as c:
+            text = (await c.get("/metrics")).text
+        assert "rbot_exec_max_deliveries_total 1.0" in text, text
