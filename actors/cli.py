@@ -6,6 +6,7 @@
     rbot tap [SUBJECT]      pretty-print bus traffic (default rbot.evt.>)
     rbot user ...           manage users without HTTP
     rbot creds [IDENTITY]   the NATS identities; ``rbot creds tap``: how to tap with the NATS CLI
+    rbot cluster-config DIR a 3-node NATS cluster's configs (users, TLS routes)
 
 This module is the one place allowed to import both ``actors`` and ``api``
 (lazily, in the commands that need them): it wires the tree, nothing else.
@@ -45,7 +46,7 @@ from rbot.bus.migrate import PartitionsChanged, migrate
 from rbot.bus.outage import is_outage
 from rbot.bus.provision import provision
 
-from . import usercli
+from . import clustercli, usercli
 from .base import Actor, default_instance
 from .heartbeat import read_trading_state
 from .reporter import Reporter
@@ -413,6 +414,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("identity", nargs="?", choices=IDENTITIES, help="show this one's password")
     sub.add_parser("status", help="trading state, executor partitions, order counts, actors")
     usercli.add_parser(sub)
+    clustercli.add_parser(sub)
     return p
 
 
@@ -475,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(cmd_status(settings))
     if args.cmd == "user":
         return _run(usercli.run(args, settings))
+    if args.cmd == "cluster-config":
+        return clustercli.run(args, settings)
     raise SystemExit(2)
 
 
