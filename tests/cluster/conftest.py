@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rbot.bus.connection import Bus
+from tests.chaos.conftest import spawn  # noqa: F401 (the fixture)
 from tests.cluster.harness import NatsCluster
 
 
@@ -15,7 +16,7 @@ from tests.cluster.harness import NatsCluster
 def nats_cluster(
     tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path / "cluster", prefix)
+    cluster = NatsCluster(tmp_path / "cluster", prefix, partitions=3)
     # client TLS: nats-py's default SSL context trusts SSL_CERT_FILE (the test's CA)
     monkeypatch.setenv("SSL_CERT_FILE", cluster.ca_file)
     cluster.start()

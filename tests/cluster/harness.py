@@ -160,6 +160,16 @@ class NatsCluster:
             self.url(first), self.subjects, name, auth=load(self.creds, identity)
         )  # fmt: skip
 
+    async def connect_except(self, name: str, identity: str = "operator") -> Bus:
+        """An observer connected to the other nodes (a paused node would stall it)."""
+        scheme = "tls" if self.spec.client_tls else "nats"
+        url = ",".join(
+            f"{scheme}://{n.host}:{n.client_port}" for n in self.spec.nodes if n.name != name
+        )
+        return await connect(
+            url, self.subjects, f"observer-{name}", auth=load(self.creds, identity)
+        )
+
     async def stream_leader(self, bus: Bus, stream: str) -> str | None:
         """``cluster.leader`` of a stream, from ``$JS.API.STREAM.INFO.<stream>``."""
         name = self.subjects.stream(stream) if stream.isupper() else stream
