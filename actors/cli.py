@@ -6,6 +6,7 @@
     rbot tap [SUBJECT]      pretty-print bus traffic (default rbot.evt.>)
     rbot user ...           manage users without HTTP
     rbot creds [IDENTITY]   the NATS identities; ``rbot creds tap``: how to tap with the NATS CLI
+    rbot cluster-config DIR a 3-node NATS cluster's configs (users, TLS routes)
 
 This module is the one place allowed to import both ``actors`` and ``api``
 (lazily, in the commands that need them): it wires the tree, nothing else.
@@ -46,7 +47,7 @@ from rbot.bus.migrate import PartitionsChanged, migrate
 from rbot.bus.outage import is_outage
 from rbot.bus.provision import provision
 
-from . import usercli
+from . import clustercli, usercli
 from .base import Actor, default_instance
 from .heartbeat import read_trading_state
 from .reporter import Reporter
@@ -441,6 +442,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reconcile", help="compare live orders with the broker now")
     r.add_argument("--timeout", type=float, default=60.0)
     usercli.add_parser(sub)
+    clustercli.add_parser(sub)
     return p
 
 
@@ -505,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(usercli.run(args, settings))
     if args.cmd == "reconcile":
         return _run(cmd_reconcile(settings, args.timeout))
+    if args.cmd == "cluster-config":
+        return clustercli.run(args, settings)
     raise SystemExit(2)
 
 
