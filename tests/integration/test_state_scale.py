@@ -95,6 +95,7 @@ async def test_orders_pages_newest_first_with_cursor(settings: Settings, bus: Bu
 
 
 async def test_cancel_right_after_place_is_never_404(settings: Settings, bus: Bus) -> None:
+    settings = settings.model_copy(update={"rbot_orders_per_minute": 100_000})
     async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
         token = await stack.user("quick@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
