@@ -79,9 +79,7 @@ async def stack_child(
     prefix = "b" + uuid.uuid4().hex[:10]
     args = [nats_url, prefix, *(["--nodelay"] if nodelay else [])]
     async with _spawn("bench.stack_proc", args, log, start_s) as (d, pid):
-        yield StackInfo(
-            d["port"], d["token"], d["sub"], d["echo"], d["prefix"], d["order_id"], pid
-        )
+        yield StackInfo(d["port"], d["token"], d["sub"], d["echo"], d["prefix"], d["order_id"], pid)
 
 
 @contextlib.asynccontextmanager

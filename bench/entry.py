@@ -90,14 +90,18 @@ async def run(workdir: Path, plan: Plan = FULL, nodelay: bool = False) -> Sectio
     ):
         sa, sd = srv["always"].pid, srv["default"].pid
         targets: dict[str, tuple[wrk.Target, tuple[int, ...]]] = {
-            "floor_post": (wrk.Target("floor POST", fl.port, "/orders", "POST", body), (fl.pid, sa)),
+            "floor_post": (
+                wrk.Target("floor POST", fl.port, "/orders", "POST", body),
+                (fl.pid, sa),
+            ),
             "order": (
                 wrk.Target("order", a.port, "/brokers/oanda/orders", "POST", body, a.token),
                 (a.pid, sa),
             ),
             "order_default": (
-                wrk.Target("order (default sync)", d.port, "/brokers/oanda/orders", "POST", body,
-                           d.token),  # fmt: skip
+                wrk.Target(
+                    "order (default sync)", d.port, "/brokers/oanda/orders", "POST", body, d.token
+                ),  # fmt: skip
                 (d.pid, sd),
             ),
             "bare_get": (wrk.Target("bare GET", fl.port, "/get"), (fl.pid,)),

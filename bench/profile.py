@@ -25,8 +25,12 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP server (uvicorn, httptools/h11)", ("uvicorn/", "h11/", "httptools")),
     ("framework (Starlette/FastAPI routing, middleware)", ("starlette/", "fastapi/")),
     ("pydantic (validation, serialisation)", ("pydantic/", "pydantic_core")),
-    ("API auth (token, session, user reads)", ("api/auth", "api/deps", "api/session")),
-    ("API order route", ("api/routers/orders",)),
+    ("API middleware (rbot)", ("api/middleware",)),
+    (
+        "API auth (token, principal, user/session reads)",
+        ("api/security", "api/principal", "api/tokens", "api/users", "api/sessionwatch"),
+    ),
+    ("API order route (incl. its guard request)", ("api/routers/orders",)),
     ("order guard (actor)", ("actors/guard/",)),
     ("paper executor (actor)", ("actors/paper/",)),
     ("NATS client (nats-py: requests, KV, JetStream)", ("nats/aio/", "nats/js/", "nats/protocol")),
@@ -35,6 +39,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("asyncio machinery (loop, tasks, streams)", ("asyncio/",)),
 )
 
+_OURS = re.compile(r"[( /](rbot/)?(api|actors|bus)/[\w/]+\.py")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -75,7 +80,7 @@ async def record(pid: int, seconds: int, out: Path) -> Path:
     )  # fmt: skip
     async with asyncio.timeout(seconds + 30):
         text, _ = await proc.communicate()
-    if proc.returncode != 0 or not out.exists():
+    if proc.returncode != 0:
         raise RuntimeError(f"py-spy failed (rc {proc.returncode}): {text.decode()[-1000:]}")
     return out
 
@@ -100,23 +105,21 @@ def summarize(raw: str, top_n: int = 10) -> Summary:
         return s
     stage_hits: Counter[str] = Counter()
     func_hits: Counter[str] = Counter()
-    for stack, n in stacks.items():
+    for stack, count in stacks.items():
         frames = stack.split(";")
         for name, needles in STAGES:
             if any(nd in fr for fr in frames for nd in needles):
-                stage_hits[name] += n
+                stage_hits[name] += count
         seen = set()
         for fr in frames:
-            if ("rbot/" in fr or "/api/" in fr or "/actors/" in fr or "/bus/" in fr) and (
-                "bench/" not in fr
-            ):
+            if _OURS.search(fr) and "site-packages" not in fr:
                 label = _label(fr)
                 if label not in seen:
                     seen.add(label)
-                    func_hits[label] += n
+                    func_hits[label] += count
     s.stages = [(name, stage_hits[name] / total) for name, _ in STAGES]
     # leave out frames on (nearly) every stack: the process's entry points
-    s.top = [
-        (name, hits / total) for name, hits in func_hits.most_common() if hits / total < 0.9
-    ][:top_n]
+    s.top = [(name, hits / total) for name, hits in func_hits.most_common() if hits / total < 0.9][
+        :top_n
+    ]
     return s

@@ -30,10 +30,10 @@ import nats
 from nats.aio.msg import Msg
 
 from rbot.api import server as api_server
+from rbot.bus import keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.provision import provision
-from rbot.bus import keys
 from tests.stack import publish_tick, running_stack
 
 from .payloads import SEED_OANDA

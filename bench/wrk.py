@@ -132,6 +132,18 @@ def lua(target: Target, limit: int) -> str:
     )
 
 
+def _script(workdir: Path, text: str) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
+    script.touch(mode=0o600)  # holds a bearer token: owner only
+    script.write_text(text)
+    return script
+
+
+def _remove(script: Path) -> None:
+    script.unlink(missing_ok=True)
+
+
 async def run(
     target: Target,
     workdir: Path,
@@ -144,10 +156,7 @@ async def run(
     """One wrk run: ``clients`` keep-alive connections for ``seconds`` (at most ``limit``
     answers per thread)."""
     threads = 1 if clients == 1 else 2
-    workdir.mkdir(parents=True, exist_ok=True)
-    script = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
-    script.write_text(lua(target, limit))
-    script.chmod(0o600)
+    script = _script(workdir, lua(target, limit))
     try:
         proc = await asyncio.create_subprocess_exec(
             binary(), "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
@@ -157,7 +166,7 @@ async def run(
         async with asyncio.timeout(seconds + timeout_s + 30):
             out, err = await proc.communicate()
     finally:
-        script.unlink(missing_ok=True)
+        _remove(script)
     text = out.decode(errors="replace")
     line = next((x for x in text.splitlines() if x.startswith(_MARK)), None)
     if proc.returncode != 0 or line is None:
