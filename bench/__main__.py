@@ -25,7 +25,11 @@ from rbot.actors.natsd import server_binary as nats_server_bin
 from . import book, entry, history, jetstream, sse
 from .common import Row, Section, cheap_failed_sniffio_import, fmt, fmt_ratio, machine, table
 
-ALL = ("book", "js", "entry", "sse", "history")
+# sse is left out of the default set: its 50 clients are one user, and the per-user SSE
+# stream cap now answers 429 (bash bench/run.sh --only sse shows it); to be reworked
+# with several users and the 100-client / 1,000 events/s target of issue 12
+ALL = ("book", "js", "entry", "history")
+OPTIONAL = ("sse",)
 SMOKE = ("entry",)
 BUDGET_S = 480.0  # the async benchmarks together; book adds ~10 s before them
 
@@ -142,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     which = [w.strip() for w in args.only.split(",") if w.strip()]
-    unknown = set(which) - set(ALL)
+    unknown = set(which) - set(ALL) - set(OPTIONAL)
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    which = [w for w in ALL if w in which]
+    which = [w for w in (*ALL, *OPTIONAL) if w in which]
     if args.smoke:
         which = [w for w in SMOKE if w in which] if args.only != ",".join(ALL) else list(SMOKE)
     full = not (args.smoke or args.quick) and which == list(ALL)
