@@ -1,4 +1,5 @@
-"""Start ``bench.stack_proc`` as a child process and wait for its ready line."""
+"""Start ``bench.stack_proc`` / ``bench.floor_proc`` as child processes and wait for
+their ready line (one JSON object on stdout); closing their stdin stops them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +25,7 @@ class StackInfo:
     sub: str
     echo: str
     prefix: str
+    order_id: str
     pid: int
 
     @property
@@ -30,16 +33,20 @@ class StackInfo:
         return f"http://127.0.0.1:{self.port}"
 
 
+@dataclass(frozen=True)
+class FloorInfo:
+    port: int
+    pid: int
+
+
 @contextlib.asynccontextmanager
-async def stack_child(
-    nats_url: str, log: Path, *, nodelay: bool = False, start_s: float = 60.0
-) -> AsyncIterator[StackInfo]:
-    prefix = "b" + uuid.uuid4().hex[:10]
+async def _spawn(
+    module: str, args: list[str], log: Path, start_s: float
+) -> AsyncIterator[tuple[dict[str, Any], int]]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as errf:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.stack_proc", nats_url, prefix,
-            *(["--nodelay"] if nodelay else []),
+            sys.executable, "-m", module, *args,
             cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=errf,
         )  # fmt: skip
@@ -51,9 +58,8 @@ async def stack_child(
         except TimeoutError:
             line = b""
         if not line:
-            raise RuntimeError(f"the stack did not start; its log:\n{_tail(log)}")
-        d = json.loads(line)
-        yield StackInfo(d["port"], d["token"], d["sub"], d["echo"], d["prefix"], proc.pid)
+            raise RuntimeError(f"{module} did not start; its log:\n{_tail(log)}")
+        yield json.loads(line), proc.pid
     finally:
         if proc.stdin is not None and proc.returncode is None:
             proc.stdin.close()  # the child's signal to stop
@@ -64,6 +70,23 @@ async def stack_child(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def stack_child(
+    nats_url: str, log: Path, *, nodelay: bool = False, start_s: float = 60.0
+) -> AsyncIterator[StackInfo]:
+    prefix = "b" + uuid.uuid4().hex[:10]
+    args = [nats_url, prefix, *(["--nodelay"] if nodelay else [])]
+    async with _spawn("bench.stack_proc", args, log, start_s) as (d, pid):
+        yield StackInfo(d["port"], d["token"], d["sub"], d["echo"], d["prefix"], d["order_id"], pid)
+
+
+@contextlib.asynccontextmanager
+async def floor_child(nats_url: str, log: Path, start_s: float = 30.0) -> AsyncIterator[FloorInfo]:
+    prefix = "f" + uuid.uuid4().hex[:10]
+    async with _spawn("bench.floor_proc", [nats_url, prefix], log, start_s) as (d, pid):
+        yield FloorInfo(d["port"], pid)
 
 
 def _tail(log: Path, n: int = 30) -> str:

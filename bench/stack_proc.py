@@ -30,10 +30,15 @@ import nats
 from nats.aio.msg import Msg
 
 from rbot.api import server as api_server
+from rbot.bus import keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.provision import provision
 from tests.stack import publish_tick, running_stack
+
+from .payloads import SEED_OANDA
+
+ACTORS = ["order_guard", "paper_executor"]
 
 
 def bench_settings(url: str, prefix: str) -> Settings:
@@ -63,6 +68,25 @@ def patch_nodelay() -> None:
     api_server._Server.startup = startup  # type: ignore[method-assign]
 
 
+async def first_order(stack: Any, bus: Any, token: str) -> str:
+    """Place one order and wait (a KV watch on its record) until the executor wrote it,
+    so ``GET /orders/{id}`` has something to read."""
+    async with stack.client(token) as c:
+        r = await c.post("/brokers/oanda/orders", json=SEED_OANDA)
+    r.raise_for_status()
+    order_id = str(r.json()["order_id"])
+    kv = await bus.kv("orders")
+    watcher = await kv.watch(keys.order(order_id))
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                entry = await watcher.updates(timeout=30)
+                if entry is not None and entry.value:
+                    return order_id
+    finally:
+        await watcher.stop()
+
+
 async def main(url: str, prefix: str) -> None:
     settings = bench_settings(url, prefix)
     bus = await connect(url, settings.subjects(), "bench-setup")
@@ -75,17 +99,19 @@ async def main(url: str, prefix: str) -> None:
 
     await echo_nc.subscribe(echo_subject, queue="echo", cb=echo)
     try:
-        async with running_stack(settings, only=["order_guard"]) as stack:
+        async with running_stack(settings, only=ACTORS) as stack:
             token = await stack.user("bench@test")
             async with stack.client(token) as c:
                 me = (await c.get("/auth/me")).json()
             await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514", seq=1)
+            order_id = await first_order(stack, bus, token)
             info = {
                 "port": stack.api.port,
                 "token": token,
                 "sub": me["sub"],
                 "echo": echo_subject,
                 "prefix": prefix,
+                "order_id": order_id,
             }
             print(json.dumps(info), flush=True)
             await asyncio.to_thread(sys.stdin.buffer.read)  # until the parent closes it

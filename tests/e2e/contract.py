@@ -31,7 +31,9 @@ STATIC = re.compile(r"^/(static/.*)?$")
 
 @functools.cache
 def real_openapi() -> dict[str, Any]:
-    settings = Settings(_env_file=None, arena_secret_key="contract-check-key-0123456789abcdefghij", rbot_sim="on")  # type: ignore[call-arg]
+    settings = Settings(
+        _env_file=None, arena_secret_key="contract-check-key-0123456789abcdefghij", rbot_sim="on"
+    )  # type: ignore[call-arg]
     return create_app(settings).openapi()
 
 
