@@ -16,7 +16,6 @@ only after a fenced write succeeded, so they cannot outrun the fence.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
@@ -72,8 +71,13 @@ class PartitionFence:
         if self.epoch is None:
             return
         epoch, self.epoch = self.epoch, None
-        with contextlib.suppress(KeyWrongLastSequenceError):
+        try:
             await self.kv.delete(self.key, last=epoch)
+        except KeyWrongLastSequenceError:
+            pass  # taken over meanwhile: not ours to delete
+        except APIError as exc:  # nats-py's delete does not map this one
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
 
     # -- fenced writes -------------------------------------------------------
     def _headers(self) -> dict[str, str]:

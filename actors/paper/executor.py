@@ -22,6 +22,7 @@ import json
 import logging
 
 from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys
@@ -189,13 +190,21 @@ class PaperExecutor(Actor):
             await self._stop(p, "handed to its target owner")
         for p in todo.claim:
             fence = PartitionFence(self.bus, self.kv, p, self.instance)
-            if p not in self.workers and await fence.claim():
-                self._start(fence, "claimed")
+            if p not in self.workers:
+                if await fence.claim():
+                    self._start(fence, "claimed")
+                else:
+                    await self._refresh(p)  # our view was stale: read the lease itself
         for p, seen in todo.take_over:
             fence = PartitionFence(self.bus, self.kv, p, self.instance)
             silent = self.holders.get(p)
-            if p not in self.workers and await fence.take_over(seen):
-                self._start(fence, f"taken over from {silent.owner if silent else '?'} (silent)")
+            if p not in self.workers:
+                if await fence.take_over(seen):
+                    self._start(
+                        fence, f"taken over from {silent.owner if silent else '?'} (silent)"
+                    )
+                else:
+                    await self._refresh(p)
         for p, holder in list(self.holders.items()):  # ours from before a restart
             if holder.owner == self.instance and p not in self.workers and p not in todo.release:
                 fence = PartitionFence(self.bus, self.kv, p, self.instance)
@@ -238,13 +247,37 @@ class PaperExecutor(Actor):
                 self.workers.pop(p, None)
             self.changed.set()
 
+    async def _refresh(self, p: int) -> None:
+        """Read one lease directly (the watch is a hint; a refused claim says it lagged)."""
+        try:
+            entry = await self.kv.get(keys.fence(p))
+        except KeyNotFoundError:
+            self.holders.pop(p, None)
+            return
+        if entry.value and entry.revision is not None:
+            owner = codec.decode(entry.value, FenceRecord).owner
+            self.holders[p] = Holder(owner, entry.revision)
+            self.free_since.pop(p, None)
+
     async def _stop(self, p: int, why: str) -> None:
         held = self.workers.pop(p, None)
         if held is None:
+            holder = self.holders.get(p)
+            if holder is not None and holder.owner == self.instance:
+                # ours in KV (from before a restart) but not run here: give it back,
+                # or nobody would ever run it (we look alive to the others)
+                fence = PartitionFence(self.bus, self.kv, p, self.instance)
+                fence.epoch = holder.revision
+                await fence.release()
+                self.holders.pop(p, None)
+                self.log.info("partition %d released unrun: %s", p, why)
             return
         worker, task = held
-        task.cancel()
-        await asyncio.wait([task])
+        # cancel until it is done: on Python 3.11 a nats-py request (asyncio.wait_for
+        # inside) can swallow a cancellation that arrives with its reply
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
         await worker.fence.release()
         self.log.info("partition %d released: %s", p, why)
 
