@@ -28,7 +28,7 @@ from typing import Any
 import nats.errors
 from pydantic import SecretStr
 
-from rbot.bus import codec, fence
+from rbot.bus import codec, fence, keys
 from rbot.bus.active import order_counts
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
@@ -384,7 +384,8 @@ async def cmd_status(settings: Settings) -> None:
         )
         actors = [
             codec.decode(e.value, ActorStatus)
-            for e in await scan(await bus.kv("actors"), "*.*") if e.value
+            for e in await scan(await bus.kv("actors"), "*.*")
+            if e.value and not e.key.startswith(keys.feed("x")[:-1])  # feed link records
         ]  # fmt: skip
         print("actors")
         for st in sorted(actors, key=lambda a: (a.actor, a.instance)):
