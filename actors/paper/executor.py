@@ -37,6 +37,7 @@ from .ownership import Holder, plan
 from .partition import PartitionWorker, StateSuspect
 
 log = logging.getLogger("rbot.actor.paper_executor")
+HANDOVER_WAIT_S = 3.0
 
 
 class PaperExecutor(Actor):
@@ -186,6 +187,9 @@ class PaperExecutor(Actor):
             self.instance, self.live(), self.holders, self.partitions,
             observed=observed, free_for=free_for, grace=self.silence,
         )  # fmt: skip
+        if todo:
+            self.log.debug("plan: live=%s holders=%s todo=%s", sorted(self.live()),
+                           {p: h.owner for p, h in self.holders.items()}, todo)  # fmt: skip
         for p in todo.release:
             await self._stop(p, "handed to its target owner")
         for p in todo.claim:
@@ -274,10 +278,15 @@ class PaperExecutor(Actor):
             return
         worker, task = held
         # cancel until it is done: on Python 3.11 a nats-py request (asyncio.wait_for
-        # inside) can swallow a cancellation that arrives with its reply
-        while not task.done():
+        # inside) can swallow a cancellation that arrives with its reply.  Give up
+        # waiting after HANDOVER_WAIT_S: the lease goes back anyway, and the fence
+        # refuses whatever a lingering worker still tries to write.
+        deadline = asyncio.get_running_loop().time() + HANDOVER_WAIT_S
+        while not task.done() and asyncio.get_running_loop().time() < deadline:
             task.cancel()
             await asyncio.wait([task], timeout=0.5)
+        if not task.done():
+            self.log.error("partition %d: its worker ignores cancellation; fenced out", p)
         await worker.fence.release()
         self.log.info("partition %d released: %s", p, why)
 
