@@ -13,6 +13,7 @@ their policies on top; this module only stores.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -101,7 +102,5 @@ class LockoutStore:
 
     async def clear(self, key: str) -> None:
         kv = await self._kv()
-        try:
+        with contextlib.suppress(KeyNotFoundError):  # nothing counted: nothing to clear
             await kv.delete(key)
-        except KeyNotFoundError:
-            pass

@@ -67,8 +67,8 @@ async def migrate(bus: Bus, owner: str) -> bool:
                 done = Schema(version=current.version, owner=current.owner, partitions=parts)
                 try:
                     await control.update(SCHEMA_KEY, codec.encode(done), last=entry.revision)
-                except KeyWrongLastSequenceError:
-                    pass
+                except KeyWrongLastSequenceError:  # another process recorded it first
+                    log.info("schema %d: partition count recorded by another process", VERSION)
             return False
     running = codec.encode(Schema(version=VERSION, state="running", owner=owner, partitions=parts))
     try:

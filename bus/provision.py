@@ -6,6 +6,7 @@ config drifted is updated, a missing one is created.  Every process may call it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -119,11 +120,9 @@ async def provision(bus: Bus, replicas: int = 1) -> None:
                 await bus.js.update_stream(info.config)
     exec_stream = bus.subjects.stream("EXEC")
     for legacy in LEGACY_CONSUMERS:  # would overlap the per-partition consumers
-        try:
+        with contextlib.suppress(NotFoundError):  # the usual case: never existed or gone
             await bus.js.delete_consumer(exec_stream, legacy)
             log.info("deleted legacy consumer %s on %s", legacy, exec_stream)
-        except NotFoundError:
-            pass
 
 
 async def check(bus: Bus) -> list[str]:

@@ -211,12 +211,11 @@ class PartitionWorker:
             assert entry.value is not None
             _, user, oid = keys.parse_active(entry.key)
             markers.append((user, oid, codec.decode(entry.value, ActiveMark)))
-        try:
+        # a partition that never counted anything has no record yet: fresh counters
+        with contextlib.suppress(KeyNotFoundError):
             raw = await self.kv.get(keys.counters(self.partition))
             if raw.value:
                 self.counts = codec.decode(raw.value, PartitionCounts)
-        except KeyNotFoundError:
-            pass
         counted = set(self.counts.recent)
         for start in range(0, len(markers), 256):
             batch = markers[start : start + 256]
@@ -270,10 +269,8 @@ class PartitionWorker:
         once (a dead holder's in-flight batch does not wait out its ack wait)."""
         stream = self.bus.subjects.stream("EXEC")
         name, subject = self.consumer()
-        try:
+        with contextlib.suppress(NotFoundError):  # the partition's first owner: none yet
             await self.bus.js.delete_consumer(stream, name)
-        except NotFoundError:
-            pass
         await self.bus.js.add_consumer(
             stream,
             api.ConsumerConfig(
