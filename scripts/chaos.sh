@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
-args=(-m chaos -q -s tests/chaos)
+args=(-m chaos -q -s tests/chaos tests/cluster)
 what="full chaos run"
 if [ "${1:-}" = "--soak" ]; then
   shift

@@ -141,6 +141,8 @@ class Killer:
             await self.reaper.start(**({"RBOT_INSTANCE": "reaper-a"} if same else {}))
 
 
+# behind the chaos marker: it failed once in the last full runs; the cause is open
+@pytest.mark.chaos
 @pytest.mark.timeout(300)
 async def test_r11_lite_ttl_holds_through_six_reaper_kills(
     own_nats_server: NatsServer, prefix: str, chaos_bus: Bus, spawn: Spawn
