@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 from rbot.bus import keys
 from rbot.bus.codec import now_iso
 from rbot.bus.connection import Bus
+from rbot.bus.kvscan import scan
 from rbot.bus.subjects import is_token
 
 from .passwords import Passwords
@@ -359,16 +360,11 @@ class UserStore:
 
     async def list_all(self) -> list[UserRecord]:
         kv = await self._kv()
-        watcher = await kv.watchall(ignore_deletes=True)
-        users: list[UserRecord] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # end of the initial values
-                    break
-                if entry.value and entry.key != keys.ADMINS:
-                    users.append(_decoder.decode(entry.value))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+        users = [
+            _decoder.decode(e.value)
+            for e in await scan(kv, ">")
+            if e.key != keys.ADMINS and e.value
+        ]
         users.sort(key=lambda u: (u.created, u.email))
         return users
 

@@ -1,33 +1,77 @@
 """Read every current entry under a KV key pattern in one pass.
 
 nats-py's ``KeyValue.keys(filters=...)`` filters by *substring* on the client,
-so ``"o.*"`` matches nothing; a watch on the pattern, stopped at the end of the
-initial values, is both correct and a single round of messages.
+so ``"o.*"`` matches nothing, and a ``watch`` stopped at its "end of initial
+values" marker is racy: the watcher decides the initial values are done when the
+consumer's info reports nothing pending and nothing has reached the client yet,
+but the server may have pushed every value already with the bytes still on the
+wire, so the marker arrives *before* the values and a scan returns nothing (seen
+in CI: an admin roster read as empty).  A rebuild that trusted that marker would
+lose active orders.
 
-Stopping a watch does not delete its (ephemeral) consumer: the server drops it
-after ``inactive_threshold``, 5 minutes by default, and refuses a stream's
-1001st consumer.  With that default, 1000 scans of a bucket within 5 minutes
-(``GET /prices`` polled at 4/s) made every further scan fail for minutes; a
-scan's consumer is idle the moment the scan ends, so it goes after a second.
+So a scan is a pull consumer (last value per key, no acks): the create reply
+says how many values there are, and every delivered message says how many
+remain, so the end is known exactly, whatever the timing.  Its consumer is idle
+the moment the scan ends; ``inactive_threshold`` lets the server drop it after a
+second (with the 5-minute default, 1000 scans within 5 minutes made the stream
+refuse further consumers).
 """
 
 from __future__ import annotations
 
-from nats.js.kv import KeyValue
+import nats.errors
+from nats.js import api
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 SCAN_INACTIVE_S = 1.0
+BATCH = 256
+FETCH_WAIT_S = 2.0
+MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+: server-placed TTL/purge markers
 
 
 async def scan(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     """Current (non-deleted) entries whose key matches ``pattern`` (NATS wildcards)."""
-    watcher = await kv.watch(pattern, ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
+    js, stream, pre = kv._js, kv._stream, kv._pre  # nats-py keeps these private
+    config = api.ConsumerConfig(
+        filter_subject=f"{pre}{pattern}",
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=api.AckPolicy.NONE,
+        inactive_threshold=SCAN_INACTIVE_S,
+        mem_storage=True,
+    )
+    info = await js.add_consumer(stream, config=config)
+    remaining = info.num_pending or 0
     out: list[KeyValue.Entry] = []
+    if remaining == 0:
+        return out
+    sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
     try:
-        async for entry in watcher:
-            if entry is None:  # end of the initial values
-                break
-            if entry.value:
-                out.append(entry)
+        while remaining > 0:
+            try:
+                msgs = await sub.fetch(batch=min(remaining, BATCH), timeout=FETCH_WAIT_S)
+            except nats.errors.TimeoutError:  # FetchTimeoutError and fetch(1)'s plain one
+                # values counted at the start may have been removed since (age, TTL)
+                remaining = (await sub.consumer_info()).num_pending or 0
+                continue
+            for msg in msgs:
+                meta = msg.metadata
+                remaining = meta.num_pending
+                headers = msg.headers or {}
+                if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or MARKER_REASON in headers:
+                    continue
+                if not msg.data:
+                    continue
+                out.append(
+                    KeyValue.Entry(
+                        bucket=stream.removeprefix("KV_"),
+                        key=msg.subject[len(pre) :],
+                        value=msg.data,
+                        revision=meta.sequence.stream,
+                        delta=meta.num_pending,
+                        created=None,
+                        operation=None,
+                    )
+                )
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await sub.unsubscribe()
     return out
