@@ -39,9 +39,10 @@ from nats.js import api
 
 from rbot.bus.connection import Bus
 from rbot.bus.subjects import SubjectError, Subjects, matches
+from rbot.bus.timing import raise_if_cancelled
 
 from .principal import Principal, Role
-from .sessionwatch import SessionRef, raise_if_cancelled, session_end
+from .sessionwatch import SessionRef, session_end
 
 log = logging.getLogger("rbot.api.relay")
 

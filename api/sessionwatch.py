@@ -26,6 +26,7 @@ import msgspec
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from rbot.bus.connection import Bus
+from rbot.bus.timing import raise_if_cancelled
 
 from .principal import Role
 from .tokens import FamilyRecord, family_key
@@ -44,20 +45,6 @@ class SessionRef:
     user: str
     gen: int
     sid: str
-
-
-def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that a library swallowed.
-
-    nats-py waits for server replies with ``asyncio.wait_for``, which on Python
-    3.11 can return the reply and drop a cancellation that arrived at the same
-    moment.  A relay task that missed its cancel would keep its stream's
-    TaskGroup (and the client's stream slot) open forever, so every task that
-    sets up a subscription checks after it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def _entries(kv: KeyValue, key: str) -> AsyncGenerator[KeyValue.Entry, None]:

@@ -61,6 +61,7 @@ from rbot.bus.messages import (
 )
 from rbot.bus.outage import is_outage
 from rbot.bus.pnl import Rate
+from rbot.bus.timing import raise_if_cancelled
 
 from . import ledger
 from .engine import Change, Engine
@@ -222,6 +223,7 @@ class PartitionWorker:
             orders = await asyncio.gather(*(self._get_order(oid) for _, oid, _ in batch))
             for (user, oid, mark), order in zip(batch, orders, strict=True):
                 await self._restore(user, oid, mark, order, counted)
+            raise_if_cancelled()
         self.active_counts = collections.Counter(str(o.status) for o in self.engine.orders.values())
         self.dirty = True
         await self._flush()
@@ -299,7 +301,9 @@ class PartitionWorker:
                     try:
                         msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
                     except TimeoutError:  # nats' own, or asyncio's
+                        raise_if_cancelled()  # 3.11's wait_for may have eaten a cancel
                         continue
+                    raise_if_cancelled()
                     for m in msgs:
                         await self.commands.put(m)
                         self.work.set()
@@ -316,11 +320,13 @@ class PartitionWorker:
                 self.in_hand = self.commands.get_nowait()
                 await self._apply_command(self.in_hand)
                 self.in_hand = None
+                raise_if_cancelled()
             ticks, self.pending_ticks = self.pending_ticks, {}
             for tick in ticks.values():
                 await self._persist_all(self.engine.on_tick(tick))
                 await self._sweep_closing(tick)
             await self._flush()
+            raise_if_cancelled()
 
     async def _apply_command(self, msg: Msg) -> None:
         try:
