@@ -151,7 +151,8 @@ class LiveExecutor(Actor):
             clean = {k: v for k, v in data.items() if k.lower() not in SECRET_FIELDS}
             self.log.info("audit %s %s", kind, clean)
             payload = {"venue": venue, "kind": kind, "instance": self.instance, **clean}
-            await self.bus.nc.publish(
+            # durable (stream AUDIT) before the send goes out: no send without its record
+            await self.bus.js.publish(
                 self.bus.subjects.live_audit(venue, kind),
                 codec.encode_envelope(f"live_{kind}", venue, codec.to_builtins(payload)),
             )
