@@ -34,6 +34,7 @@ from rbot.bus.subjects import live_partition
 from ..base import Actor, Ready
 from ..feeds.live import oanda_account, oanda_endpoints
 from .oanda_broker import OandaOrders
+from .oanda_worker import OandaWorker
 from .worker import LiveWorker
 
 SECRET_FIELDS = ("token", "authorization", "pin", "jwt", "secret")
@@ -110,7 +111,7 @@ class LiveExecutor(Actor):
                 await watcher.stop()  # type: ignore[no-untyped-call]
         self.log.info("live %s: leading (epoch %s)", venue, fence.epoch)
         broker = self._broker(venue)
-        worker = LiveWorker(
+        worker = OandaWorker(
             self.bus, self.kv, self.kv_prices, self.kv_control, fence, self.settings,
             lambda a, b: rate_from_ticks(self.ticks, a, b), self.ticks, venue, broker,
         )  # fmt: skip
