@@ -242,6 +242,7 @@ class FakeCoinbase:
         self._rest_reject: list[int] = []
         self._ws_reject: list[int] = []
         self._windows: dict[str, tuple[int, int]] = {}  # bucket -> (second, count)
+        self.lists = 0  # GET /orders/historical/batch requests (lookups)
         self.desk = OrderDesk(self.products, Decimal(quote_balance))
         self.desk.listeners.append(self._on_order)
         self._delays: list[float] = []  # the next creates answer this late (after accepting)
@@ -678,6 +679,7 @@ class FakeCoinbase:
         return JSONResponse({"order": order})
 
     async def _list_orders(self, request: Request) -> Response:
+        self.lists += 1
         qp = request.query_params
         try:
             limit = int(qp.get("limit", "100"))

@@ -155,6 +155,7 @@ async def test_timeout_after_accept_one_order(settings: Settings, bus: Bus) -> N
         filled = await tap.next("order_filled", oid)
         assert filled["payload"]["fill"]["price"] == "21933.98"
         assert fake.creates == 1  # looked up by client_order_id, never sent twice
+        assert fake.lists >= 1
         assert sum(1 for o in fake.desk.orders.values() if o["client_order_id"] == oid) == 1
 
 
@@ -217,3 +218,61 @@ def test_api_algo_checked_against_the_key() -> None:
         key_algorithm(pem, "EdDSA")
     with pytest.raises(CredentialError, match="unknown"):
         key_algorithm(pem, "HS256")
+
+
+async def _halted_before_the_executor_runs(
+    settings: Settings, bus: Bus, place_it: Any, guard_only: Settings
+) -> str:
+    """An order the guard accepted waits in EXEC; HALTED is set; then the executor starts."""
+    async with running_stack(guard_only, only=["heartbeat", "order_guard"]) as stack:
+        token = await stack.user("live@test")
+        await publish_tick(bus, "coinbase", "BTC-USD", "21931.98", "21933.98", seq=1)
+        await publish_tick(bus, "oanda", "EUR_USD", "1.09148", "1.09162", seq=1)
+        body = await place_it(stack, token)
+        assert body["_status"] == 200 and body["mode"] == "live", body
+    kv = await bus.kv("control")
+    rec = TradingStateRecord(state=TradingState.HALTED, reason="test", by="t")
+    await kv.put(keys.TRADING, codec.encode(rec))
+    oid: str = body["order_id"]
+    return oid
+
+
+async def test_halted_executor_refuses_queued_coinbase_send(settings: Settings, bus: Bus) -> None:
+    async with FakeCoinbase(heartbeat_interval=0.2).serving() as fake:
+        _, pem = fake.new_key()
+        s = live_settings(settings, fake, pem)
+        oid = await _halted_before_the_executor_runs(settings, bus, place, s)
+        async with running_stack(s, only=ACTORS), EventTap(bus) as tap:
+            rejected = await tap.next("order_rejected", oid)
+        assert rejected["payload"]["reason"] == "trading_halted"
+        assert fake.creates == 0
+
+
+async def test_halted_executor_refuses_queued_oanda_send(settings: Settings, bus: Bus) -> None:
+    from tests.fakes.oanda import FakeOanda
+    from tests.integration import test_live_oanda as oanda
+
+    async with FakeOanda(heartbeat_interval=0.2).serving() as fake:
+        s = oanda.live_settings(settings, fake)
+        oid = await _halted_before_the_executor_runs(settings, bus, oanda.place, s)
+        async with running_stack(s, only=ACTORS), EventTap(bus) as tap:
+            rejected = await tap.next("order_rejected", oid)
+        assert rejected["payload"]["reason"] == "trading_halted"
+        assert fake.creates == 0
+
+
+async def test_r9_live_off_never_reaches_coinbase(settings: Settings, bus: Bus) -> None:
+    """A CDP key for Coinbase's real hosts, live off: the live executor leads no venue,
+    so nothing connects (the session's R9 guard fails the test on any attempt)."""
+    pem = FakeCoinbase().new_key()[1]
+    s = settings.model_copy(
+        update={
+            "paper_mode": True, "execution_enabled": False, "live_pin": SecretStr(PIN),
+            "coinbase_api_key_id": "organizations/o/apiKeys/k",
+            "coinbase_api_key_secret": SecretStr(pem),
+        }
+    )  # fmt: skip
+    assert s.live_venues() == ["coinbase"]
+    async with running_stack(s, only=ACTORS, api=False):
+        reply = await bus.nc.request(bus.subjects.live_reconcile, b"", timeout=10)
+        assert json.loads(reply.data)["venues"] == {}
