@@ -22,8 +22,12 @@ REST under ``/api/v3/brokerage`` (CDP JWT required: ``Authorization: Bearer``,
 ES256/EdDSA, ``iss=cdp``, ``sub``=``kid``, ``uri`` = "METHOD host/path"; else
 401 ``Unauthorized``) and the public mirrors under ``/api/v3/brokerage/market``
 (no auth): ``GET /products``, ``GET /products/{id}``, ``GET /product_book``,
-``GET /products/{id}/candles`` (newest first, at most 350), ``POST /orders``
-and ``GET /orders/historical/{order_id}`` (private only).  Every REST answer
+``GET /products/{id}/candles`` (newest first, at most 350), and (private
+only) the orders of ``tests/fakes/coinbase_orders.py``: ``POST /orders``,
+``GET /orders/historical/{order_id}``, ``GET /orders/historical/batch``,
+``POST /orders/batch_cancel``; their changes go out on the ``user`` channel
+(subscribe with a valid ``jwt``, else an ``error``; a snapshot of the open
+orders first).  Every REST answer
 carries ``x-ratelimit-limit/-remaining/-reset`` (10/s public per client, 30/s
 private per key; ``reset`` is the unix second the window ends: a guess), and
 over the limit, or when scripted, answers 429.
@@ -36,27 +40,32 @@ Scripting, in-process::
         fake.send_malformed()     # one frame that is not JSON
         fake.go_silent()          # open sockets send nothing any more
         fake.reject_rest(2)       # the next 2 REST requests answer 429
+        fake.delay_next_create(2) # the next create is accepted, answered 2 s late
+        fake.expire("<client_order_id>")  # a resting GTD order reaches its end_time
         fake.set_quote("BTC-USD", "100.00", "100.02")  # book + ticker, pushed now
         await fake.snapshots.reach(2)
 
 or over HTTP (no auth): ``POST /_control/{drop, skip, malformed, silence,
-reject_rest, reject_ws, quote, level, push}`` with the same keyword arguments
+reject_rest, reject_ws, quote, level, push, expire, delay_create}`` with the same keyword arguments
 as JSON, ``GET /_control/stats``.
 
-Run: ``python -m tests.fakes.coinbase --port 0`` prints ``LISTENING
-http://127.0.0.1:<port>``; REST at that URL, WebSocket at ``ws://`` the same.
+Run: ``python -m tests.fakes.coinbase --port 0 [--key-file cdp.pem]`` prints
+``LISTENING http://127.0.0.1:<port>`` (and ``KEY <name>`` of the CDP key it
+made); REST at that URL, WebSocket at ``ws://`` the same.
 
-Not modelled: the user channel, order matching after placement (limit orders
-stay OPEN), fees, ``ticker_batch``/``market_trades``/``candles`` channel data,
-closing quiet channels after 60-90 s.
+Not modelled: fees, partial fills, the user channel's own host (served on the
+market-data socket here), ``ticker_batch``/``market_trades``/``candles``
+channel data, closing quiet channels after 60-90 s.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import enum
 import json
+import os
 import random
 import sys
 import time
@@ -767,6 +776,8 @@ class FakeCoinbase:
             "quote": self.set_quote,
             "level": self.set_level,
             "push": self.push,
+            "expire": self.expire,
+            "delay_create": self.delay_next_create,
         }
         handler = handlers.get(request.path_params["action"])
         if handler is None:
@@ -822,9 +833,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key-file",
+        default=None,
+        help="make a CDP key (EC P-256), register it and write its private PEM here "
+        "(mode 0600); its name is printed as KEY <name>",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = cli_args("python -m tests.fakes.coinbase", argv)
+    args = cli_args("python -m tests.fakes.coinbase", argv, _extra)
     fake = FakeCoinbase(heartbeat_interval=args.heartbeat or 1.0)
+    if args.key_file:
+        name, pem = fake.new_key()
+        fd = os.open(args.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(pem)
+        print(f"KEY {name}", flush=True)
     background: Callable[[], Coroutine[Any, Any, None]] | None = None
     if args.tick_interval > 0:
         interval = args.tick_interval
