@@ -12,14 +12,16 @@ on ``<p>.exec.live.<venue>.>``.  Instead of a fill model it has a broker:
   ``errorCode``).  Before sending, HALTED refuses (``trading_halted``),
   REDUCING lets out only orders that reduce (``trading_reducing``), and the
   venue's notional cap is checked (``live_notional_cap``).
-- the transaction stream (and ``/changes`` after every reconnect, from the
-  last applied transaction id kept in KV ``lc.<venue>``) drives fills, TP/SL
-  closes, cancels and GTD expiries;
+- the broker's event stream drives fills, TP/SL closes, cancels and expiries;
+  how it is read, caught up after a gap, and how an order is looked up,
+  cancelled or closed is the venue's part: ``OandaWorker`` (transaction
+  stream, ``/changes``) and ``CoinbaseWorker`` (``user`` channel, lookups,
+  ``batch_cancel``) override ``_catch_up``, ``_apply_txns``, ``_resolve``, ``_end``;
 - reconciliation (on start, after a stream gap, on ``rbot reconcile``): every
   active live order is looked up at the broker; one whose send's outcome is
   unknown is resolved by that lookup and sent again only if the broker says it
-  does not have it (the same ``clientExtensions.id`` makes a duplicate
-  impossible even then).
+  does not have it (the same client order id makes a duplicate impossible
+  even then).
 
 One loop applies commands, transactions and reconciliations one at a time.
 """
