@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from .subjects import Subjects
+from .subjects import STREAMS, Subjects
 
 JS_API: Final = "$JS.API"
 
@@ -171,7 +171,7 @@ def permissions(identity: str, s: Subjects) -> Permissions:
         for b in ("users", "tokens", "control", "lockouts"):
             pub += _kv_write(s, b)
         pub += _stream_read(s.stream("ORDERS"))
-        pub += [f"{JS_API}.STREAM.INFO.{s.stream(n)}" for n in ("EXEC", "SYSTEM")]  # /ready
+        pub += [f"{JS_API}.STREAM.INFO.{s.stream(n)}" for n in STREAMS]  # /ready
         sub += [s.all_events, s.all_market_data]
     elif identity == "guard":
         # rejections: durable (ORDERS) and, for rate limits, core only (evt.limit)
