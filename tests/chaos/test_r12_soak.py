@@ -187,7 +187,7 @@ async def asyncio_tasks(client: httpx.AsyncClient) -> int:
     for line in r.text.splitlines():
         if line.startswith("rbot_asyncio_tasks "):
             return int(float(line.split()[1]))
-    raise AssertionError("no rbot_asyncio_tasks in /metrics")
+    raise AssertionError(f"no rbot_asyncio_tasks in /metrics: {r.status_code} {r.text[:400]}")
 
 
 def slope_per_min(points: list[tuple[float, int]]) -> float:
