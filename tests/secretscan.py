@@ -23,8 +23,9 @@ What is secret (``add``), whenever it becomes known:
   ``tmp_path`` (``nats-identities/*``).
 
 Values shorter than ``MIN_LEN`` are not scanned for (they would match by
-chance).  The one deliberate reveal, ``rbot up``'s first-start line
-``created admin EMAIL with password PW``, is cut out before the scan.
+chance).  The deliberate reveals, ``rbot up``'s first-start line ``created
+admin EMAIL with password PW`` and ``rbot creds NAME``'s ``export ...
+NATS_PASSWORD='...'``, are cut out before the scan.
 
 At each test's teardown the text captured during it is scanned for every
 secret known by then; a hit fails that test (its report turns failed, naming
@@ -57,7 +58,10 @@ from rbot.bus.config import Settings
 MIN_LEN = 6
 CAP = 32 * 1024 * 1024  # characters kept per test before an early scan
 SECRET_BODY_KEYS = ("password", "new_password", "pin")
-REVEALS = [re.compile(r"created admin \S+ with password \S+")]  # printed once, on purpose
+REVEALS = [  # printed on purpose: rbot up's first start, `rbot creds NAME`
+    re.compile(r"created admin \S+ with password \S+"),
+    re.compile(r"export NATS_URL=\S+ NATS_USER=\S+ NATS_PASSWORD='[^']*'"),
+]
 
 
 def _secret_fields() -> list[str]:
