@@ -8,10 +8,16 @@ Vocabulary (from the OTP supervisor guide)::
     restart    permanent     always restarted
                transient     restarted only after an abnormal exit (an exception)
                temporary     never restarted
-    intensity  more than ``max_restarts`` restarts within ``max_seconds``:
-               report ``escalated``, run the escalation hook (trading -> HALTED)
+    intensity  more than ``max_restarts`` restarts within ``max_seconds`` of time
+               spent outside restart backoff (so the backoff slows a crash loop
+               down but never hides it from the intensity): report ``escalated``, run the escalation hook (trading -> HALTED)
                while the bus is still up, stop every child in reverse order and raise ``Escalation`` so the
                process exits non-zero and systemd/Kubernetes takes over.
+    watchdog   a child whose spec has ``alive`` (the loop time of its last sign
+               of life, e.g. its heartbeat loop's last tick) and shows none for
+               ``hang_after`` seconds while running is hung: reported ``hung``,
+               cancelled (abandoned past its shutdown timeout) and handled as a
+               crash, so it is restarted and counts toward the intensity (R4).
     outage     ``outage(exc)`` classifies an exit as "the world is down, not us"
                (a lost bus): the child waits and starts again, never escalates.
 
@@ -19,7 +25,7 @@ Lifecycle of one child::
 
     starting --ready()--> running --return--> exited  --(permanent)------> restarting
         |                    |                                              |
-        |                    +--raise----> crashed --(permanent|transient)--+
+        |                    +--raise | hung (watchdog)--> crashed --(permanent|transient)--+
         +--exit before ready-> crashed                                       |
     restarting --backoff delay--> starting                                   |
     running|starting --raise an outage--> waiting_for_bus --backoff--> starting
@@ -122,6 +128,10 @@ class ChildSpec:
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float = 5.0
     start_timeout: float = 30.0
+    # the watchdog (R4): the event-loop time of the child's last sign of life;
+    # none for ``hang_after`` seconds while running -> hung, restarted as a crash
+    alive: Callable[[], float] | None = None
+    hang_after: float = 0.0
 
 
 @dataclass
@@ -134,6 +144,7 @@ class _Child:
     restarts: int = 0
     outages: int = 0
     attempt: int = 0
+    watchdog: asyncio.Task[str] | None = None
 
     def move(self, to: ChildState) -> None:
         if to not in TRANSITIONS[self.state]:
@@ -180,6 +191,7 @@ class Supervisor:
         self._is_outage = outage or (lambda exc: False)
         self._children = [_Child(c) for c in children]
         self._restart_times: deque[float] = deque()
+        self._paused = 0.0  # seconds spent in restart backoff: not on the intensity's clock
         self.abandoned: list[asyncio.Task[None]] = []
 
     # -- introspection ---------------------------------------------------
@@ -229,6 +241,7 @@ class Supervisor:
         """A new incarnation (a parent may run us again after an ``Escalation``):
         every child idle, an empty intensity window, backoff from the start."""
         self._restart_times.clear()
+        self._paused = 0.0
         for c in self._children:
             c.state = ChildState.IDLE
             c.task = None
@@ -249,10 +262,65 @@ class Supervisor:
             if ended is not None:
                 await self._start_in_order(await self._handle_exit(ended, *self._outcome(ended)))
                 continue
-            live = [c.task for c in self._children if c.task is not None and not c.task.done()]
+            hung = next(
+                (
+                    c
+                    for c in self._children
+                    if c.state is ChildState.RUNNING
+                    and c.watchdog is not None
+                    and c.watchdog.done()
+                ),
+                None,
+            )
+            if hung is not None:
+                await self._start_in_order(await self._handle_exit(hung, *await self._hung(hung)))
+                continue
+            live: list[asyncio.Task[Any]] = [
+                c.task for c in self._children if c.task is not None and not c.task.done()
+            ]
             if not live:
                 return  # every child ended for good (temporary / transient)
+            live += [
+                c.watchdog
+                for c in self._children
+                if c.state is ChildState.RUNNING and c.watchdog is not None
+            ]
             await asyncio.wait(live, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _watch(self, child: _Child) -> str:
+        """Return (why) once a running child showed no sign of life for ``hang_after``.
+
+        A deadline re-armed by every sign of life, not a poll: it sleeps until the
+        moment the child would be overdue and looks again.  A stalled event loop
+        delays the child's timer and this one alike, and the child's (due earlier)
+        runs first, so a slow machine is not mistaken for a hung child.
+        """
+        spec = child.spec
+        assert spec.alive is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            idle = loop.time() - spec.alive()
+            if idle > spec.hang_after:
+                return f"hung: no sign of life for {idle:.2f}s (limit {spec.hang_after:g}s)"
+            await asyncio.sleep(spec.hang_after - idle + 0.001)  # the watchdog's deadline
+
+    async def _hung(self, child: _Child) -> tuple[bool, str]:
+        """The watchdog fired: report it, cancel the child; it ends as a crash."""
+        assert child.watchdog is not None
+        why = child.watchdog.result()
+        child.watchdog = None
+        self._emit(child, "hung", reason=why)
+        log.error("%s %s: cancelling it", child.spec.name, why)
+        if not await self._cancel(child):
+            self._emit_abandoned(child)
+        return True, why
+
+    async def _unwatch(self, child: _Child) -> None:
+        """Stop a child's watchdog (it ended, or is being stopped)."""
+        dog, child.watchdog = child.watchdog, None
+        if dog is not None and not dog.done():
+            dog.cancel()
+            await asyncio.wait([dog])  # our own cancellation still propagates
 
     def _outcome(self, child: _Child) -> tuple[bool, str]:
         """(abnormal, description) of a finished child task."""
@@ -272,6 +340,7 @@ class Supervisor:
 
     async def _handle_exit(self, child: _Child, abnormal: bool, why: str) -> list[_Child]:
         """Record how a child ended; return whom to start again, in start order."""
+        await self._unwatch(child)
         exc = self._exception(child)
         if exc is not None and self._is_outage(exc):
             return await self._wait_out(child, why)
@@ -325,7 +394,7 @@ class Supervisor:
         log.warning(
             "%s waits for the bus (%s); starting again in %.2fs", child.spec.name, why, delay
         )
-        await asyncio.sleep(delay)  # the restart backoff itself
+        await self._backoff(delay)
         return [child]
 
     async def _pause(self, child: _Child) -> None:
@@ -334,10 +403,25 @@ class Supervisor:
         delay = self.backoff.delay(child.attempt, self._rng)
         child.attempt += 1
         self._emit(child, "restarting", delay=f"{delay:.3f}")
-        await asyncio.sleep(delay)  # the restart backoff itself
+        await self._backoff(delay)
+
+    async def _backoff(self, delay: float) -> None:
+        """The restart backoff itself; its time is kept off the intensity's clock."""
+        start = time.monotonic()
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._paused += time.monotonic() - start
+
+    def _clock(self) -> float:
+        """The intensity's clock: monotonic time minus the time spent in backoff.
+        A child that crashes at once after every start escalates whatever the
+        backoff (10 restarts in 30 s of wall time could never happen once the
+        backoff grows past 3 s: a crash loop would go on for ever)."""
+        return time.monotonic() - self._paused
 
     async def _check_intensity(self, child: _Child) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > self.max_seconds:
             self._restart_times.popleft()
@@ -397,6 +481,10 @@ class Supervisor:
         if ev.is_set():
             child.move(ChildState.RUNNING)
             self._emit(child, "started")
+            if child.spec.alive is not None and child.spec.hang_after > 0:
+                child.watchdog = asyncio.create_task(
+                    self._watch(child), name=f"watchdog:{child.spec.name}"
+                )
             return None
         if not await self._cancel(child):
             self._emit_abandoned(child)
@@ -428,6 +516,7 @@ class Supervisor:
             await self._stop(child)
 
     async def _stop(self, child: _Child) -> None:
+        await self._unwatch(child)
         if child.state in (ChildState.RUNNING, ChildState.STARTING):
             child.move(ChildState.STOPPING)
             self._emit(child, "stopping")

@@ -15,6 +15,7 @@ scrape, plus the app's own scrape counter.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -139,6 +140,11 @@ def _process(ctx: ApiContext) -> list[Metric]:
             "rbot_api_uptime_seconds",
             "seconds since the API started",
             value=time.monotonic() - ctx.started,
+        ),
+        GaugeMetricFamily(
+            "rbot_asyncio_tasks",
+            "asyncio tasks alive in the API's event loop (under `rbot up`: every actor's too)",
+            value=float(len(asyncio.all_tasks())),
         ),
     ]
 

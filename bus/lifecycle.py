@@ -20,6 +20,7 @@ class LifecycleEvent(enum.StrEnum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     ABANDONED = "abandoned"
+    HUNG = "hung"  # its watchdog saw no sign of life: cancelled, then restarted (R4)
     ESCALATED = "escalated"
     SILENT = "silent"
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The chaos and soak runs at full size (R1, R2, R11, R17; R12 soak): real
+# The chaos and soak runs at full size (R1, R2, R3, R11, R17, R16; R12 soak): real
 # nats-server and rbot processes, SIGKILL/SIGTERM/SIGSTOP, 127.0.0.1 only, each
 # test bounded in count and time.  Chaos-lite (R1 300 orders / 10 kills, R2 3
-# restarts, R11 6 kills) runs in the default suite (scripts/test.sh).
+# restarts, R11 6 kills, R3 escalation, R4) runs in the default suite (scripts/test.sh).
 #
 # Every test prints its figures; this script collects them as Markdown tables in
 # tests/chaos/RESULTS.md with the date, the commit and the outcome.

@@ -14,15 +14,24 @@ from rbot.bus.connection import Bus, connect
 from rbot.bus.provision import provision
 from tests.natsd import NatsServer, running_server
 from tests.r9 import pytest_sessionfinish, pytest_sessionstart, r9_guard  # noqa: F401 (R9 guard)
+from tests.secretscan import SCAN
 
 # no test may reach a real broker or read a developer's .env
 os.environ.setdefault("RBOT_SIM", "on")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """R7: the suite-wide secret scan (tests/secretscan.py) as a plugin of its own."""
+    import tests.secretscan
+
+    config.pluginmanager.register(tests.secretscan, "rbot-secret-scan")
 
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     with running_server(tmp_path_factory.mktemp("js")) as srv:
         yield srv
+        SCAN.feed("nats-server log (session)", "".join(srv.log))
 
 
 @pytest.fixture
@@ -32,6 +41,7 @@ def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     tests of durability."""
     with running_server(tmp_path / "js", production=True) as srv:
         yield srv
+        SCAN.feed("nats-server log", "".join(srv.log))
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +49,7 @@ def production_nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A shared server with the project's ``nats.conf`` settings (the pipeline tests)."""
     with running_server(tmp_path_factory.mktemp("jsprod") / "js", production=True) as srv:
         yield srv
+        SCAN.feed("nats-server log (production, session)", "".join(srv.log))
 
 
 @pytest.fixture

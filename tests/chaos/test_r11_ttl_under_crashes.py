@@ -60,7 +60,12 @@ from tests.chaos.conftest import (
 from tests.natsd import NatsServer
 
 FLOOR_ORDERS, FLOOR_KILLS, FLOOR_SPAN_S = 60, 6, 25
-FIRST_S = 3.0  # the first deadline, after the orders are booked
+# the first deadline, after the orders are booked: every order must be booked
+# before it (asserted, with a second to spare).  It was 3 s, and booking 60
+# orders (each a few fsynced writes with sync_interval always) on a loaded
+# 2-core machine during the whole suite can take that long: the likely cause of
+# the lite variant's one failure (a timeout before any kill)
+FIRST_S = 8.0
 INTERVAL = 0.5
 SLACK = 0.5
 START_S = 3.0  # a restarted process until it asks for the lease
@@ -141,8 +146,6 @@ class Killer:
             await self.reaper.start(**({"RBOT_INSTANCE": "reaper-a"} if same else {}))
 
 
-# behind the chaos marker: it failed once in the last full runs; the cause is open
-@pytest.mark.chaos
 @pytest.mark.timeout(300)
 async def test_r11_lite_ttl_holds_through_six_reaper_kills(
     own_nats_server: NatsServer, prefix: str, chaos_bus: Bus, spawn: Spawn
@@ -190,8 +193,9 @@ async def ttl_under_kills(
                 codec.encode(PlaceCmd(order=o)),
                 headers={"Nats-Msg-Id": f"place.{o.id}"},
             )
-        async with asyncio.timeout(FIRST_S):  # all booked before the first deadline
+        async with asyncio.timeout(FIRST_S - 1):  # all booked before the first deadline
             await seen.all_placed.wait()
+        booked = time.time() - t0
         await reaper.start(RBOT_INSTANCE="reaper-a")
         killer = Killer(reaper, min_kills)
         await killer.run()
@@ -236,6 +240,7 @@ async def ttl_under_kills(
         "R11 TTL under reaper SIGKILLs",
         {
             "orders (deadlines over)": f"{n_orders} ({span_s:g} s)",
+            "all booked after": f"{booked:.2f} s (first deadline {FIRST_S:g} s)",
             "reaper interval": f"{INTERVAL} s",
             "kills (SIGKILL)": f"{len(killer.kills)} {dict(Counter(h for _, h in killer.kills))}",
             **{f"kill -> next leader, {k}": spread(v) for k, v in gaps.items()},

@@ -8,12 +8,22 @@ second, as a dashboard would): market orders on EUR_USD and BTC-USD with
 brackets close to the market (they open and close during the run), limit
 orders with a one-minute TTL (the reaper expires them) and cancels.
 
-Measured: RSS, threads and open fds of ``rbot up`` and of its nats-server
-after a warm-up and at the end (and every 15 s for the trend); asyncio task
-counts are not readable from outside the process and are not reported.
-Asserted: memory growth after warm-up under a generous bound, fds and
-threads stable, SSE ids strictly increasing per client, no 5xx, no
-"Traceback" in the output, a clean Ctrl-C.  Length: RBOT_SOAK_S (180 s).
+Measured every 5 s after a warm-up (``WARMUP_S``): RSS, threads and open fds
+of ``rbot up`` and of its nats-server, and the asyncio tasks alive in ``rbot
+up``'s loop (``rbot_asyncio_tasks`` in ``/metrics``).  Asserted flat:
+
+* RSS slope (least squares over the samples after warm-up) of ``rbot up``
+  <= ``RSS_SLOPE_KIB_MIN`` (3 MiB/min), of nats-server <= 16 MiB/min (it caches
+  the streams, which grow with every order), and the
+  total growth under a generous bound;
+* asyncio tasks: the spread (max - min) after warm-up <= ``TASK_SPREAD`` (40:
+  requests and SSE writes in flight come and go) and no upward trend (the last
+  third's mean <= the first third's + ``TASK_SPREAD`` / 2);
+* fds: max - min after warm-up <= ``FD_GROWTH``; threads likewise;
+
+plus SSE ids strictly increasing per client, no 5xx, no "Traceback" in the
+output, a clean Ctrl-C.  Length: ``RBOT_SOAK_S`` (180 s; ``scripts/chaos.sh
+--soak`` makes it 30 minutes).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import os
 import signal
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,13 +47,18 @@ from tests.chaos.conftest import figures, json_code, proc_stats, spread, trader_
 from tests.rbotproc import RbotUp
 
 SOAK_S = float(os.environ.get("RBOT_SOAK_S", "180"))
-WARMUP_S = min(30.0, SOAK_S / 4)
+WARMUP_S = min(300.0, SOAK_S / 4)  # 30 s for the 2-minute proof run, 5 min for 30
 ORDER_EVERY_S = 0.25
 SAMPLE_EVERY_S = 15.0
 RSS_GROWTH_KIB = 64 * 1024  # generous: allocator arenas, caches and KV growth
 NATS_RSS_GROWTH_KIB = 256 * 1024
 FD_GROWTH = 32
 THREAD_GROWTH = 8
+RSS_SLOPE_KIB_MIN = 3 * 1024  # KiB per minute, rbot up
+# nats-server caches what it stores (ORDERS and KV grow with every order): its RSS
+# follows the stored data, a looser bound (2-minute run: +9.7 MiB/min)
+NATS_RSS_SLOPE_KIB_MIN = 16 * 1024
+TASK_SPREAD = 40
 SSE_SUBJECTS = [None, None, "evt.order.>,md.tick.>"]
 
 
@@ -168,6 +184,51 @@ def sample(rbot: RbotUp) -> dict[str, dict[str, int]]:
     return {"rbot": proc_stats(rbot.proc.pid), "nats": proc_stats(rbot.nats_pid())}
 
 
+async def asyncio_tasks(client: httpx.AsyncClient) -> int:
+    """``rbot_asyncio_tasks`` from ``/metrics`` (the scrape's own task included)."""
+    r = await client.get("/metrics")
+    for line in r.text.splitlines():
+        if line.startswith("rbot_asyncio_tasks "):
+            return int(float(line.split()[1]))
+    raise AssertionError(f"no rbot_asyncio_tasks in /metrics: {r.status_code} {r.text[:400]}")
+
+
+def slope_per_min(points: list[tuple[float, int]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    var = sum((t - mx) ** 2 for t, _ in points)
+    cov = sum((t - mx) * (v - my) for t, v in points)
+    return 60.0 * cov / var if var else 0.0
+
+
+@dataclass
+class Series:
+    """Samples after warm-up: (seconds since start, value) per measure."""
+
+    points: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+    def add(self, at: float, **values: int) -> None:
+        for k, v in values.items():
+            self.points.setdefault(k, []).append((at, v))
+
+    def spread(self, k: str) -> int:
+        vs = [v for _, v in self.points[k]]
+        return max(vs) - min(vs)
+
+    def thirds(self, k: str) -> tuple[float, float]:
+        vs = [v for _, v in self.points[k]]
+        third = max(1, len(vs) // 3)
+        return sum(vs[:third]) / third, sum(vs[-third:]) / third
+
+    def describe(self, k: str) -> str:
+        vs = [v for _, v in self.points[k]]
+        return f"min {min(vs)} max {max(vs)} (n={len(vs)})"
+
+
 @pytest.mark.chaos
 @pytest.mark.timeout(int(SOAK_S) + 300)
 async def test_r12_soak(tmp_path: Path) -> None:
@@ -192,15 +253,23 @@ async def test_r12_soak(tmp_path: Path) -> None:
                 tasks = [tg.create_task(c.run(stop)) for c in clients]
                 tasks.append(tg.create_task(flow.run(stop)))
                 warm: dict[str, dict[str, int]] = {}
+                series = Series()
                 async for n in every(SAMPLE_EVERY_S / 3):  # the soak's own clock
                     elapsed = time.monotonic() - wall
+                    s = sample(rbot)
+                    tasks_now = await asyncio_tasks(client)
                     if not warm and elapsed >= WARMUP_S:
-                        warm = sample(rbot)
+                        warm = s
+                    if warm:
+                        series.add(
+                            elapsed, rss=s["rbot"]["rss_kib"], nats_rss=s["nats"]["rss_kib"],
+                            fds=s["rbot"]["fds"], threads=s["rbot"]["threads"], tasks=tasks_now,
+                        )  # fmt: skip
                     if n % 3 == 0:
-                        s = sample(rbot)
                         trend.append(
                             f"{elapsed:6.0f}s rbot {s['rbot']['rss_kib'] // 1024} MiB "
-                            f"nats {s['nats']['rss_kib'] // 1024} MiB fds {s['rbot']['fds']}"
+                            f"nats {s['nats']['rss_kib'] // 1024} MiB fds {s['rbot']['fds']} "
+                            f"tasks {tasks_now}"
                         )
                     if elapsed >= SOAK_S:
                         break
@@ -214,6 +283,9 @@ async def test_r12_soak(tmp_path: Path) -> None:
         log.write_text(rbot.text)
 
     growth = {k: end[k]["rss_kib"] - warm[k]["rss_kib"] for k in end}
+    rss_slope = slope_per_min(series.points["rss"])
+    nats_slope = slope_per_min(series.points["nats_rss"])
+    tasks_first, tasks_last = series.thirds("tasks")
     orders_ok = sum(n for k, n in flow.statuses.items() if k.startswith("POST") and " 200" in k)
     text = rbot.text
     figures(
@@ -226,7 +298,14 @@ async def test_r12_soak(tmp_path: Path) -> None:
             f"{end['nats']['rss_kib'] // 1024} MiB (+{growth['nats'] // 1024} MiB)",
             "rbot threads / fds warm -> end": f"{warm['rbot']['threads']} / "
             f"{warm['rbot']['fds']} -> {end['rbot']['threads']} / {end['rbot']['fds']}",
-            "asyncio tasks": "not readable from outside the process (not reported)",
+            "rbot RSS slope after warm-up": f"{rss_slope:+.0f} KiB/min "
+            f"(bound {RSS_SLOPE_KIB_MIN} KiB/min)",
+            "nats RSS slope after warm-up": f"{nats_slope:+.0f} KiB/min "
+            f"(bound {NATS_RSS_SLOPE_KIB_MIN} KiB/min)",
+            "asyncio tasks after warm-up": f"{series.describe('tasks')}, first/last third mean "
+            f"{tasks_first:.1f} / {tasks_last:.1f} (spread bound {TASK_SPREAD})",
+            "fds after warm-up": f"{series.describe('fds')} (spread bound {FD_GROWTH})",
+            "threads after warm-up": f"{series.describe('threads')} (spread bound {THREAD_GROWTH})",
             "orders accepted": orders_ok,
             "HTTP answers": dict(flow.statuses),
             "HTTP latency": spread(flow.latencies),
@@ -256,6 +335,12 @@ async def test_r12_soak(tmp_path: Path) -> None:
     assert growth["nats"] <= NATS_RSS_GROWTH_KIB, trend
     assert end["rbot"]["fds"] - warm["rbot"]["fds"] <= FD_GROWTH
     assert end["rbot"]["threads"] - warm["rbot"]["threads"] <= THREAD_GROWTH
+    assert rss_slope <= RSS_SLOPE_KIB_MIN, trend
+    assert nats_slope <= NATS_RSS_SLOPE_KIB_MIN, trend
+    assert series.spread("tasks") <= TASK_SPREAD, trend
+    assert tasks_last <= tasks_first + TASK_SPREAD / 2, trend
+    assert series.spread("fds") <= FD_GROWTH, trend
+    assert series.spread("threads") <= THREAD_GROWTH, trend
     assert not first_traceback, first_traceback
     assert "never retrieved" not in text
     assert code == 0, text[-3000:]

@@ -212,7 +212,10 @@ async def wait_held(
 
 
 # behind the chaos marker: it failed once in four full runs (an order left active
-# after the final cancels, 90 s timeout); the cause is open (see the closing note)
+# after the final cancels, 90 s timeout).  Cause found in the test: the cancel loop
+# gave up after five immediate 503s without a cancel taken; it now retries with
+# Retry-After until taken.  It stays behind the marker for its length (~2-3 min
+# with three nodes, five processes) until more runs show it reliable.
 @pytest.mark.chaos
 @pytest.mark.timeout(420)
 async def test_node_loss_under_load(
@@ -323,16 +326,26 @@ async def test_node_loss_under_load(
                 await t
             leases1, fences1 = await wait_held(bus, parts, 60)
 
-            # end every acknowledged order: cancel pending, close open
+            # end every acknowledged order: cancel pending, close open.  A 503 means
+            # "not taken, retry" (a partition changing hands, the guard's request
+            # timing out): retry after its Retry-After until it is taken, within a
+            # deadline.  (This loop used to give up silently after five quick 503s,
+            # leaving the order active: the one failure seen, a 90 s timeout below.)
+            cancel_503s = 0
             for oid, (token, name) in acked.items():
                 client = c0 if name == "api0" else c1
-                for _ in range(5):
-                    r = await client.delete(
-                        f"/orders/{oid}", headers={"Authorization": f"Bearer {token}"}
-                    )
-                    if r.status_code in (200, 409):
-                        break
-                    assert r.status_code == 503, r.text
+                async with asyncio.timeout(60):
+                    while True:
+                        r = await client.delete(
+                            f"/orders/{oid}", headers={"Authorization": f"Bearer {token}"}
+                        )
+                        if r.status_code in (200, 409):
+                            break
+                        assert r.status_code == 503, r.text
+                        cancel_503s += 1
+                        # the answer's own pacing (Retry-After: 1), not a wait for a fact
+                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+            steps["cancels answered 503 first"] = cancel_503s
             async with Waker(bus, bus.subjects.order_events) as waker, asyncio.timeout(90):
                 while True:
                     orders = await kv_values(bus, "orders", "o.*", Order)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -902,11 +904,17 @@ async def test_fake_clock_window_boundary(clock: Clock, events: Events) -> None:
 
 
 async def test_real_clock_paced_restarts_never_trip_the_limit(events: Events) -> None:
-    """Each restart waits >= 1 ms of backoff, the window is 0.1 ms: never two in it."""
+    """Each incarnation runs >= 2 ms before it crashes, the window is 0.1 ms: never two in it."""
     trace: list[tuple[str, str]] = []
     (keeper,) = workers(trace, "keeper")
+
+    async def slow_crash(ready: Callable[[], None]) -> None:
+        ready()
+        await asyncio.sleep(0.002)  # the child's run time, the pacing under test
+        raise Crash("again")
+
     sup = Supervisor(
-        [keeper.spec(), crash_loop(events, "x")],
+        [keeper.spec(), ChildSpec("x", slow_crash)],
         max_restarts=1,
         max_seconds=0.0001,
         backoff=Backoff(initial=0.001, cap=0.001, jitter=0),
@@ -919,6 +927,24 @@ async def test_real_clock_paced_restarts_never_trip_the_limit(events: Events) ->
         assert not task.done()
         assert sup.restarts("x") >= 20
     assert events.names("escalated") == []
+
+
+async def test_backoff_time_is_off_the_intensity_clock(events: Events) -> None:
+    """A child that crashes at once after each start escalates even though the backoff
+    (0.3 s) spaces its restarts wider than the window (0.25 s): on wall time the
+    window would never hold two of them, and a crash loop would go on for ever."""
+    sup = Supervisor(
+        [crash_loop(events, "x")],
+        max_restarts=3,
+        max_seconds=0.25,
+        backoff=Backoff(initial=0.3, cap=0.3, jitter=0),
+        report=events,
+    )
+    with pytest.raises(Escalation, match="4 restarts within 0.25s"):
+        await bounded(sup.run())
+    assert sup.restarts("x") == 3
+    delays = [float(e.info["delay"]) for e in events.log if e.type == "restarting"]
+    assert delays == [0.3, 0.3, 0.3]
 
 
 async def test_paced_failures_to_start_go_on_without_growing_the_stack(
@@ -1336,3 +1362,122 @@ def test_bus_errors_are_outages_and_our_bugs_are_not() -> None:
         ExceptionGroup("g", [nats.errors.TimeoutError(), ZeroDivisionError()]),
     ):
         assert not is_outage(exc), exc
+
+
+# -- the watchdog: a hung child is restarted (R4) ------------------------------
+class Ticker:
+    """A child with a heartbeat: ``alive()`` is the loop time of its last tick.
+
+    Incarnations listed in ``hang`` say ready and never tick again (a hung child:
+    the task alive, the beat stopped); ``stubborn`` ones also ignore cancellation
+    until ``release`` is set.  The others tick every ``every`` seconds and set
+    ``ticked`` after ``ticks`` ticks.
+    """
+
+    def __init__(
+        self, hang: set[int], every: float = 0.005, ticks: int = 40, stubborn: bool = False
+    ) -> None:
+        self.hang, self.every, self.ticks, self.stubborn = hang, every, ticks, stubborn
+        self.last = 0.0
+        self.incarnations = 0
+        self.ticked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def alive(self) -> float:
+        return self.last
+
+    async def __call__(self, ready: Callable[[], None]) -> None:
+        self.incarnations += 1
+        loop = asyncio.get_running_loop()
+        self.last = loop.time()
+        ready()
+        if self.incarnations in self.hang:
+            if self.stubborn:
+                while not self.release.is_set():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self.release.wait()
+                return
+            await asyncio.Event().wait()  # an await that never returns
+        for n in itertools.count(1):
+            await asyncio.sleep(self.every)  # the child's own beat interval
+            self.last = loop.time()
+            if n == self.ticks:
+                self.ticked.set()
+
+    def spec(self, hang_after: float, **kw: Any) -> ChildSpec:
+        return ChildSpec("t", self, alive=self.alive, hang_after=hang_after, **kw)
+
+
+async def test_a_hung_child_is_cancelled_and_restarted(events: Events) -> None:
+    trace: list[tuple[str, str]] = []
+    (keeper,) = workers(trace, "keeper")
+    t = Ticker(hang={1})
+    sup = Supervisor([keeper.spec(), t.spec(0.05)], report=events, backoff=FAST)
+    async with running(sup):
+        started = asyncio.get_running_loop().time()
+        hung = await events.expect("t", "hung")
+        noticed = asyncio.get_running_loop().time() - started
+        crashed = await events.expect("t", "crashed")
+        await events.expect("t", "started")
+        await bounded(t.ticked.wait())  # the new incarnation beats: 40 ticks, no alarm
+        assert hung.info["reason"].startswith("hung: no sign of life for 0.05")
+        assert crashed.info["reason"] == hung.info["reason"]
+        assert events.of("t").count("hung") == 1
+        assert sup.restarts("t") == 1 and t.incarnations == 2
+        assert keeper.incarnations == 1  # one_for_one: nobody else was touched
+        assert 0.05 <= noticed < 0.05 + BOUND
+    assert sup._child("t").watchdog is None  # stopped with its child
+
+
+async def test_a_hung_child_counts_toward_the_intensity(events: Events) -> None:
+    t = Ticker(hang={1, 2, 3})
+    halted: list[str] = []
+
+    async def halt(reason: str) -> None:
+        halted.append(reason)
+
+    sup = Supervisor(
+        [t.spec(0.02)], max_restarts=2, max_seconds=60, report=events, backoff=FAST,
+        on_escalate=halt,
+    )  # fmt: skip
+    with pytest.raises(Escalation, match="3 restarts within 60"):
+        await bounded(sup.run())
+    assert events.names("hung") == ["t"] * 3 and len(halted) == 1
+
+
+async def test_a_hung_child_that_ignores_cancellation_is_abandoned_and_restarted(
+    events: Events,
+) -> None:
+    t = Ticker(hang={1}, stubborn=True)
+    sup = Supervisor([t.spec(0.03, shutdown_timeout=0.05)], report=events, backoff=FAST)
+    try:
+        async with running(sup):
+            await events.expect("t", "hung")
+            await events.expect("t", "abandoned")
+            await events.expect("t", "crashed")
+            await events.expect("t", "started")
+            await bounded(t.ticked.wait())
+            assert len(sup.abandoned) == 1 and not sup.abandoned[0].done()
+    finally:
+        t.release.set()
+        await bounded(asyncio.gather(*sup.abandoned))
+
+
+async def test_a_stalled_event_loop_is_not_mistaken_for_a_hung_child(events: Events) -> None:
+    """The whole loop blocks for 4x ``hang_after``: the child's timer is due first and
+    ticks before the watchdog looks, so nobody is restarted."""
+    t = Ticker(hang=set(), every=0.01, ticks=30)
+    sup = Supervisor([t.spec(0.05)], report=events, backoff=FAST)
+    async with running(sup):
+        await asyncio.sleep(0.02)  # let the child tick and the watchdog arm
+        time.sleep(0.2)  # noqa: ASYNC251 -- the stall under test
+        await bounded(t.ticked.wait())
+        assert events.names("hung") == [] and t.incarnations == 1
+
+
+async def test_a_child_without_alive_has_no_watchdog(events: Events) -> None:
+    trace: list[tuple[str, str]] = []
+    (a,) = workers(trace, "a")
+    sup = Supervisor([a.spec(hang_after=0.01)], report=events, backoff=FAST)
+    async with running(sup):
+        assert sup._child("a").watchdog is None
