@@ -99,9 +99,6 @@ def _stream_read(stream: str) -> list[str]:
         f"{JS_API}.CONSUMER.CREATE.{stream}",
         f"{JS_API}.CONSUMER.CREATE.{stream}.>",
         f"{JS_API}.CONSUMER.INFO.{stream}.*",
-        # a KV scan is a pull consumer (bus/kvscan.py): without its pull requests
-        # every scan timed out and /prices, /positions, /metrics answered 500
-        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.*",
         f"$JS.FC.{stream}.>",
     ]
 

@@ -118,6 +118,18 @@ def test_the_executor_owns_one_consumer_per_partition() -> None:
     assert not pub("executor", f"$JS.API.STREAM.DELETE.{stream}", s)
 
 
+def test_pulling_commands_is_the_executors_alone_while_kv_scans_may_pull() -> None:
+    """A scan (bus/kvscan.py) pulls from its own ephemeral consumer on a KV stream;
+    that must not open the work queues: only the executors take EXEC commands."""
+    exec_pull = f"$JS.API.CONSUMER.MSG.NEXT.{S.stream('EXEC')}.{S.exec_consumer(0)}"
+    live_pull = f"$JS.API.CONSUMER.MSG.NEXT.{S.stream('EXEC')}.{S.live_consumer('oanda')}"
+    assert {i for i in IDENTITIES if pub(i, exec_pull)} == {"operator", "executor"}
+    assert {i for i in IDENTITIES if pub(i, live_pull)} == {"operator", "live"}
+    scan_pull = f"$JS.API.CONSUMER.MSG.NEXT.{S.kv_stream('prices')}.AbC123"
+    assert pub("api", scan_pull) and pub("guard", scan_pull) and pub("executor", scan_pull)
+    assert not pub("api", f"$JS.API.CONSUMER.MSG.NEXT.{S.stream('ORDERS')}.AbC123")
+
+
 def test_names_follow_the_prefix() -> None:
     s = Subjects(prefix="t1a2b")
     text = render_authorization({i: "$2b$08$x" for i in IDENTITIES}, s)
