@@ -5,7 +5,8 @@
 # restarts, R11 6 kills, R3 escalation, R4) runs in the default suite (scripts/test.sh).
 #
 # Every test prints its figures; this script collects them as Markdown tables in
-# tests/chaos/RESULTS.md with the date, the commit and the outcome.
+# tests/chaos/RESULTS.md (the soak: tests/chaos/SOAK.md) with the date, the commit
+# and the outcome.
 #
 #   scripts/chaos.sh              full sizes (about 10 minutes on 2 cores)
 #   scripts/chaos.sh --soak       R12 only, 30 minutes (RBOT_SOAK_S=1800 unless set)
@@ -19,11 +20,13 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
 args=(-m chaos -q -s tests/chaos tests/cluster)
 what="full chaos run"
+results=tests/chaos/RESULTS.md
 if [ "${1:-}" = "--soak" ]; then
   shift
   export RBOT_SOAK_S="${RBOT_SOAK_S:-1800}"
   args=(-m chaos -q -s tests/chaos/test_r12_soak.py)
   what="soak (${RBOT_SOAK_S} s)"
+  results=tests/chaos/SOAK.md  # its own record: a full run does not overwrite it
 fi
 tables="$(mktemp)"
 trap 'rm -f "$tables"' EXIT
@@ -32,8 +35,7 @@ set +e
 RBOT_CHAOS_RESULTS="$tables" .venv/bin/pytest "${args[@]}" "$@"
 rc=$?
 set -e
-commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!tests/chaos/RESULTS.md' || echo '+dirty')"
-results=tests/chaos/RESULTS.md
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!tests/chaos/RESULTS.md' ':!tests/chaos/SOAK.md' || echo '+dirty')"
 {
   echo "# Chaos results (the last recorded run)"
   echo
