@@ -1,0 +1,284 @@
+"""5. Tick -> fill through the bus, with 100 .. 100,000 resting orders.
+
+A tick published on NATS (core, as a feed sends it) -> the paper executor (its
+own process, ``bench.tickfill_proc``) -> ``order_filled`` received by a core
+subscriber in this process: one clock, one process.  The executor's fill path
+is the real one: the order to KV (fenced compare-and-set), the event on
+``ORDERS`` (PubAck), then the ledger and marker (after the event is out).
+
+Resting orders: pending buy and sell limits and open longs and shorts (SL and
+TP legs), 5 to 5,000 pips of 0.00001 around the market (``bench.book``), on
+the one symbol.  Seeding 100,000 through the executor's commands takes minutes
+(about six round trips each), so they are written the way the executor leaves
+them (the order ``o.<id>`` and its active-set marker, pipelined) and the
+executor *rebuilds* from the markers when it starts: its own restart path.  The
+run prints how long seeding and rebuilding took.
+
+Each sample: a LIMIT order placed through ``EXEC`` (a ``PlaceCmd``, as the
+guard sends it; wait for its ``oco_placed``), then a tick that reaches only it
+(alternately a buy limit one pip under the ask and a sell limit one pip over
+the bid, so the previous tick never fills the next one), timed to its
+``order_filled``.  Baseline, alternating with the samples: a core publish ->
+a subscriber in the executor's process that publishes again -> a subscriber
+here (``ping -> pong``), the same two hops without the executor's work.
+The executor restarts between sizes (each size is a rebuild of the larger set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+from nats.aio.msg import Msg
+
+from rbot.bus import codec, keys
+from rbot.bus.active import mark_of
+from rbot.bus.connection import Bus, connect
+from rbot.bus.messages import Order, OrderStatus, PlaceCmd, Side, Tick
+from rbot.bus.provision import provision
+
+from .book import ASK, BID, PIP, SYMBOL, VENUE, make_orders
+from .child import _spawn
+from .common import Row, Section, median, pct, proc_cpu_s
+from .natsd import servers
+from .tickfill_proc import executor_settings
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...]
+    samples: int
+    warmup: int = 10
+
+
+FULL = Plan((100, 10_000, 100_000), 300)
+QUICK = Plan((100, 10_000), 150)
+SMOKE = Plan((100, 1_000), 40)
+SEED_CHUNK = 2_000
+SAMPLE_TIMEOUT_S = 10.0
+FAR = Decimal("0.01")  # a filled trigger order's SL / TP: 1,000 pips away, never reached
+
+
+@dataclass
+class Measured:
+    size: int
+    fill_us: list[float] = field(default_factory=list)
+    base_us: list[float] = field(default_factory=list)
+    cpu_us: float = float("nan")  # executor process CPU per place + fill
+    seed_s: float = 0.0
+    rebuild_s: float = 0.0
+
+
+class Waiter:
+    """Futures keyed by order id (or ping number), resolved by core subscriptions."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, asyncio.Future[float]] = {}
+
+    def expect(self, key: str) -> asyncio.Future[float]:
+        fut = self.futures[key] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def hit(self, key: str) -> None:
+        fut = self.futures.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(time.perf_counter())
+
+
+class _Payload(msgspec.Struct):
+    order_id: str | None = None
+
+
+class _Env(msgspec.Struct):
+    payload: _Payload
+
+
+_env = msgspec.json.Decoder(_Env)
+
+
+def _stored(order: Order) -> Order:
+    """The order as the executor leaves it after ``oco_placed`` (one event booked)."""
+    return msgspec.structs.replace(order, events=1, last_event="oco_placed", currency="USD")
+
+
+async def seed(bus: Bus, orders: list[Order]) -> float:
+    """Write orders and their markers (pipelined PubAcks); seconds taken."""
+    kv = await bus.kv("orders")
+    part = bus.subjects.partition(VENUE, SYMBOL)
+    t0 = time.perf_counter()
+    for start in range(0, len(orders), SEED_CHUNK):
+        puts = []
+        for o in orders[start : start + SEED_CHUNK]:
+            o = _stored(o)
+            puts.append(kv.put(keys.order(o.id), codec.encode(o)))
+            puts.append(kv.put(keys.active(part, o.user, o.id), codec.encode(mark_of(o, 1))))
+        await asyncio.gather(*puts)
+    return time.perf_counter() - t0
+
+
+def _trigger_order(oid: str, side: Side) -> Order:
+    now = dt.datetime.now(dt.UTC)
+    if side == "BUY":  # one pip under the quiet ask; SL / TP far away
+        limit, sl, tp = ASK - 3 * PIP, ASK - FAR, ASK + FAR
+    else:  # one pip over the quiet bid
+        limit, sl, tp = BID + 3 * PIP, BID + FAR, BID - FAR
+    return Order(
+        id=oid, user="bench", venue=VENUE, symbol=SYMBOL, side=side, order_type="LIMIT",
+        qty=Decimal(1000), stop_loss=sl, take_profit=tp, limit_price=limit,
+        status=OrderStatus.PENDING, created_at=codec.utc_iso(now),
+        expires_at=codec.utc_iso(now + dt.timedelta(hours=1)),
+    )  # fmt: skip
+
+
+def _trigger_tick(side: Side, seq: int) -> Tick:
+    """A tick that reaches the trigger order and no resting one (those are >= 5 pips out)."""
+    if side == "BUY":  # ask down to the buy limit: bid 1.09997, ask 1.09999
+        bid, ask = BID - 3 * PIP, ASK - 3 * PIP
+    else:  # bid up to the sell limit: bid 1.10003, ask 1.10005
+        bid, ask = BID + 3 * PIP, ASK + 3 * PIP
+    return Tick(venue=VENUE, symbol=SYMBOL, bid=bid, ask=ask, time=codec.now_iso(), seq=seq)
+
+
+async def measure(bus: Bus, info: dict[str, str], pid: int, plan: Plan, out: Measured) -> None:
+    placed, filled, pongs = Waiter(), Waiter(), Waiter()
+
+    async def on_event(msg: Msg) -> None:
+        oid = _env.decode(msg.data).payload.order_id or ""
+        (placed if msg.subject.endswith(".oco_placed") else filled).hit(oid)
+
+    async def on_pong(msg: Msg) -> None:
+        pongs.hit(msg.data.decode())
+
+    s = bus.subjects
+    subs = [
+        await bus.nc.subscribe(s.order_event(VENUE, SYMBOL, "oco_placed"), cb=on_event),
+        await bus.nc.subscribe(s.order_event(VENUE, SYMBOL, "order_filled"), cb=on_event),
+        await bus.nc.subscribe(info["pong"], cb=on_pong),
+    ]
+    await bus.nc.flush()
+    seqs = itertools.count(1_000_000)
+    cpu0 = 0.0
+    try:
+        for i in range(plan.warmup + plan.samples):
+            if i == plan.warmup:
+                cpu0 = proc_cpu_s(pid)
+            side: Side = "BUY" if i % 2 == 0 else "SELL"
+            oid = f"t{out.size}x{i}"
+            order = _trigger_order(oid, side)
+            got = placed.expect(oid)
+            await bus.js.publish(
+                s.exec(VENUE, SYMBOL), codec.encode(PlaceCmd(order=order)),
+                headers={"Nats-Msg-Id": f"place.{oid}"},
+            )  # fmt: skip
+            async with asyncio.timeout(SAMPLE_TIMEOUT_S):
+                await got
+            tick = _trigger_tick(side, next(seqs))
+            data = codec.encode_envelope("tick", VENUE, tick)
+            got = filled.expect(oid)
+            t0 = time.perf_counter()
+            await bus.nc.publish(s.tick(VENUE, SYMBOL), data)
+            async with asyncio.timeout(SAMPLE_TIMEOUT_S):
+                t1 = await got
+            pong = pongs.expect(str(i))
+            b0 = time.perf_counter()
+            await bus.nc.publish(info["ping"], str(i).encode())
+            async with asyncio.timeout(SAMPLE_TIMEOUT_S):
+                b1 = await pong
+            if i >= plan.warmup:
+                out.fill_us.append((t1 - t0) * 1e6)
+                out.base_us.append((b1 - b0) * 1e6)
+        out.cpu_us = (proc_cpu_s(pid) - cpu0) / plan.samples * 1e6
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+
+
+async def run(workdir: Path, plan: Plan) -> Section:
+    sec = Section("5. Tick -> fill through the bus (paper executor, resting orders)")
+    results: list[Measured] = []
+    async with servers(workdir, always=True) as srv:
+        nats = srv["always"]
+        prefix = "t" + workdir.name.replace("-", "")[:10]
+        settings = executor_settings(nats.url, prefix)
+        bus = await connect(nats.url, settings.subjects(), "bench-tickfill")
+        try:
+            await provision(bus)
+            quiet = Tick(venue=VENUE, symbol=SYMBOL, bid=BID, ask=ASK, time=codec.now_iso(), seq=1)
+            prices = await bus.kv("prices")
+            await prices.put(keys.price(VENUE, SYMBOL), codec.encode(quiet))
+            orders = make_orders(max(plan.sizes))
+            have = 0
+            for size in plan.sizes:
+                m = Measured(size)
+                m.seed_s = await seed(bus, orders[have:size])
+                have = size
+                t0 = time.perf_counter()
+                log = workdir / f"executor-{size}.log"
+                async with _spawn("bench.tickfill_proc", [nats.url, prefix], log, 900) as (
+                    info,
+                    pid,
+                ):
+                    m.rebuild_s = time.perf_counter() - t0
+                    await measure(bus, info, pid, plan, m)
+                results.append(m)
+        finally:
+            await bus.close()
+        sync = nats.sync_label
+
+    by = {m.size: m for m in results}
+    small, big = by[min(by)], by[max(by)]
+    mid = by.get(10_000, big)
+    p99_mid = pct(mid.fill_us, 99)
+    sec.facts.append(
+        f"{plan.samples} samples per size (+{plan.warmup} warm-up), server sync={sync}; "
+        "resting orders on one symbol: 1/4 each pending buy limits, pending sell limits, "
+        "open longs, open shorts"
+    )
+    for m in results:
+        sec.facts.append(
+            f"{m.size:,} resting: seeded in {m.seed_s:.1f} s (2 KV writes each, pipelined), "
+            f"executor up and rebuilt in {m.rebuild_s:.1f} s; tick->fill p50 "
+            f"{pct(m.fill_us, 50):,.0f} us, p99 {pct(m.fill_us, 99):,.0f} us, max "
+            f"{max(m.fill_us):,.0f} us; executor CPU per place+fill {m.cpu_us:,.0f} us"
+        )
+    verdict = "met" if p99_mid < 5000 else "MISSED"
+    sec.facts.append(f"target p99 < 5 ms with {mid.size:,} resting: {verdict} ({p99_mid:,.0f} us)")
+    growth = pct(big.fill_us, 50) / pct(small.fill_us, 50)
+    sec.facts.append(
+        f"target growth {small.size:,} -> {big.size:,} resting < 3x: "
+        f"{'met' if growth < 3 else 'MISSED'} ({growth:.2f}x, p50)"
+    )
+    base = "NATS pub->sub->pub->sub"
+    sec.rows += [
+        Row("5 tick", f"tick->fill p50, {mid.size:,} resting", pct(mid.fill_us, 50),
+            median([pct(mid.base_us, 50)]), "us", base + " p50"),
+        Row("5 tick", f"tick->fill p99, {mid.size:,} resting", p99_mid, pct(mid.base_us, 99),
+            "us", base + " p99"),
+        Row("5 tick", f"tick->fill p50, {big.size:,} resting", pct(big.fill_us, 50),
+            pct(small.fill_us, 50), "us", f"{small.size:,} resting"),
+        Row("5 tick", f"tick->fill p99, {big.size:,} resting", pct(big.fill_us, 99),
+            pct(small.fill_us, 99), "us", f"{small.size:,} resting"),
+        Row("5 tick", f"executor CPU/place+fill, {big.size:,}", big.cpu_us, small.cpu_us, "us",
+            f"{small.size:,} resting"),
+    ]  # fmt: skip
+    return sec
+
+
+def _summary(sec: Section) -> str:  # for a quick look: python -m bench.tickfill
+    return json.dumps({"facts": sec.facts, "rows": [r.__dict__ for r in sec.rows]}, indent=1)
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rbot-tickfill-") as d:
+        p = {"smoke": SMOKE, "quick": QUICK}.get(sys.argv[1] if len(sys.argv) > 1 else "", FULL)
+        print(_summary(asyncio.run(run(Path(d), p))))
