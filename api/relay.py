@@ -58,6 +58,7 @@ DEFAULT_PATTERNS = ("evt.>",)
 MAX_PATTERNS = 16
 MAX_STREAMS_PER_USER = 8
 SLOW_AFTER_S = 10.0
+SSE_BATCH = 64  # frames already queued that go out in one write (``events``)
 HELD_FACTOR = 4  # feed events held behind a replay: up to this many queues' worth
 RELAYED_ROOTS = ("evt", "md")  # never commands, exec queues or raw beats
 ORDER_HEAD = ("evt", "order")
@@ -325,10 +326,14 @@ class Relay:
         log.info("sse stream ended sub=%s reason=%s", ref.user, reason)
         self.end(reason)
 
-    async def events(self) -> AsyncIterator[bytes]:
-        """SSE frames; ends when the session ends, the client is too slow or the bus closes."""
+    async def events(self, max_batch: int = 1) -> AsyncIterator[bytes]:
+        """SSE frames; ends when the session ends, the client is too slow or the bus closes.
+
+        ``max_batch``: up to this many frames already queued go out as one chunk (one
+        write through the ASGI stack for a burst; the app passes ``SSE_BATCH``)."""
         yield b"retry: 1000\n: connected\n\n"
         closed = False
+        queue = self.queue
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self._core(p)) for p in self.plan.core_patterns]
@@ -338,18 +343,29 @@ class Relay:
                     tasks.append(tg.create_task(self._watch_session(self.session)))
                 try:
                     while True:
-                        try:
-                            async with asyncio.timeout(self.keepalive_s):
-                                ev = await self.queue.get()
-                        except TimeoutError:
-                            yield b": keep-alive\n\n"
-                            continue
+                        if queue.empty():
+                            try:
+                                async with asyncio.timeout(self.keepalive_s):
+                                    first = await queue.get()
+                            except TimeoutError:
+                                yield b": keep-alive\n\n"
+                                continue
+                        else:
+                            first = queue.get_nowait()
+                        batch = [first]
+                        while len(batch) < max_batch and not queue.empty():
+                            batch.append(queue.get_nowait())
                         self._room.set()
-                        if ev is None or self.end_reason is not None:
-                            break
-                        if self.narrowed and not self._visible(ev.owner):
-                            continue
-                        yield ev.frame()
+                        if self.end_reason is not None:
+                            break  # (``end`` queued a None to wake this)
+                        frames = [
+                            ev.frame()
+                            for ev in batch
+                            if ev is not None
+                            and not (self.narrowed and not self._visible(ev.owner))
+                        ]
+                        if frames:
+                            yield frames[0] if len(frames) == 1 else b"".join(frames)
                 finally:
                     for t in tasks:
                         t.cancel()

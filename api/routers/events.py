@@ -19,7 +19,7 @@ from rbot.bus.subjects import SubjectError
 from ..context import ApiContext, Ctx
 from ..errors import ApiError
 from ..hub import hub_of
-from ..relay import MAX_PATTERNS, Relay, StreamSlots, TooManyPatterns
+from ..relay import MAX_PATTERNS, SSE_BATCH, Relay, StreamSlots, TooManyPatterns
 from ..security import CurrentSession
 from ..sessionwatch import SessionRef
 
@@ -120,7 +120,7 @@ async def events(
             slots.release(principal.sub)
 
     return HeldStream(
-        relay.events(),
+        relay.events(SSE_BATCH),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         release=release,
