@@ -51,7 +51,9 @@ from rbot.bus.connection import Bus, connect
 from rbot.bus.messages import Order, OrderStatus, PartitionCounts, PlaceCmd, Side, Tick
 from rbot.bus.provision import provision
 
+from . import busprofile
 from .book import ASK, BID, PIP, SYMBOL, VENUE
+from .busprofile import TICK_STAGES
 from .child import _spawn
 from .common import Row, Section, median, pct, proc_cpu_s
 from .natsd import BenchNats
@@ -63,9 +65,11 @@ class Plan:
     sizes: tuple[int, ...]
     samples: int
     warmup: int = 10
+    profile_s: int = 0  # py-spy on the executor during the largest size's samples
 
 
 FULL = Plan((100, 10_000, 100_000), 300)
+PROFILE = Plan((100, 10_000), 600, profile_s=3)
 QUICK = Plan((100, 10_000), 150)
 SMOKE = Plan((100, 1_000), 40)
 SEED_CHUNK = 1_000  # orders per batch of pipelined writes (2 each)
@@ -82,6 +86,7 @@ class Measured:
     cpu_us: float = float("nan")  # executor process CPU per tick that fills one
     seed_s: float = 0.0
     rebuild_s: float = 0.0
+    profile: list[str] = field(default_factory=list)
 
 
 class Waiter:
@@ -232,7 +237,9 @@ class Counts:
                 await self.changed.wait()
 
 
-async def measure(bus: Bus, info: dict[str, str], pid: int, plan: Plan, out: Measured) -> None:
+async def measure(
+    bus: Bus, info: dict[str, str], pid: int, plan: Plan, out: Measured, prof: Path | None = None
+) -> None:
     placed, filled, pongs = Waiter(), Waiter(), Waiter()
 
     async def on_event(msg: Msg) -> None:
@@ -269,6 +276,10 @@ async def measure(bus: Bus, info: dict[str, str], pid: int, plan: Plan, out: Mea
             for j in range(1, n + 1):
                 if j == plan.warmup + 1:
                     cpu0 = proc_cpu_s(pid)
+                    if prof is not None:
+                        recording = tg.create_task(
+                            busprofile.facts(pid, plan.profile_s, prof, TICK_STAGES, "the executor")
+                        )
                 data = codec.encode_envelope("tick", VENUE, trigger_tick(j, 1_000_000 + j))
                 fut = filled.expect(f"t{out.size}x{j}")
                 t0 = time.perf_counter()
@@ -285,6 +296,8 @@ async def measure(bus: Bus, info: dict[str, str], pid: int, plan: Plan, out: Mea
                     out.fill_us.append((t1 - t0) * 1e6)
                     out.base_us.append((b1 - b0) * 1e6)
             out.cpu_us = (proc_cpu_s(pid) - cpu0) / plan.samples * 1e6
+            if prof is not None:
+                out.profile = await recording
             follower.cancel()
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
@@ -326,7 +339,12 @@ async def run(workdir: Path, plan: Plan) -> Section:
             log = workdir / f"executor-{size}.log"
             async with _spawn("bench.tickfill_proc", [srv.url, prefix], log, 900) as (info, pid):
                 m.rebuild_s = time.perf_counter() - t0
-                await measure(bus, info, pid, plan, m)
+                prof = (
+                    workdir / "executor.prof"
+                    if plan.profile_s and size == max(plan.sizes)
+                    else None
+                )
+                await measure(bus, info, pid, plan, m, prof)
         results.append(m)
 
     by = {m.size: m for m in results}
@@ -346,6 +364,8 @@ async def run(workdir: Path, plan: Plan) -> Section:
             f"{pct(m.fill_us, 50):,.0f} us, p99 {pct(m.fill_us, 99):,.0f} us, max "
             f"{max(m.fill_us):,.0f} us; executor CPU per fill {m.cpu_us:,.0f} us"
         )
+    for m in results:
+        sec.facts += m.profile
     verdict = "met" if p99_mid < 5000 else "MISSED"
     sec.facts.append(f"target p99 < 5 ms with {mid.size:,} resting: {verdict} ({p99_mid:,.0f} us)")
     growth = pct(big.fill_us, 50) / pct(small.fill_us, 50)
@@ -378,5 +398,7 @@ if __name__ == "__main__":
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="rbot-tickfill-") as d:
-        p = {"smoke": SMOKE, "quick": QUICK}.get(sys.argv[1] if len(sys.argv) > 1 else "", FULL)
+        p = {"smoke": SMOKE, "quick": QUICK, "profile": PROFILE}.get(
+            sys.argv[1] if len(sys.argv) > 1 else "", FULL
+        )
         print(_summary(asyncio.run(run(Path(d), p))))
