@@ -8,8 +8,10 @@
 - any other pattern is one core subscription.
 
 A feed decodes each message's owner once and shares one ``SseEvent`` (its
-SSE frame encoded once) with every member; each member decides for itself
-(pattern, owner, role) and queues without waiting: the feed never waits on a
+SSE frame encoded once) with the members that may see it: members are grouped
+by whose events they may see (their user, or all for an admin), so an event
+costs its recipients, not every client.  Each recipient checks the rest for
+itself (its patterns, ids already sent) and queues without waiting: the feed never waits on a
 client, so a slow one cannot slow the others (it is dropped, see ``relay``).
 A feed ends with its last member.  Subscriptions are callbacks owned by the
 NATS client (as in ``marketcache``): no task per feed.
@@ -84,17 +86,49 @@ class SseEvent:
 
 
 class Member(Protocol):
+    @property
+    def viewer(self) -> str | None:
+        """Whose events it may see: a user id, or ``None`` for every one (an admin)."""
+        ...
+
     def on_core(self, ev: SseEvent) -> None: ...
     def on_stream(self, ev: SseEvent) -> None: ...
 
 
 @dataclass(eq=False)
 class _Feed:
+    """One subscription's members, grouped by whose events they may see, so an event
+    costs only its recipients (its owner's clients and the admins), not every client."""
+
     key: str
-    members: set[Member] = field(default_factory=set)
+    groups: dict[str | None, set[Member]] = field(default_factory=dict)
+    where: dict[Member, str | None] = field(default_factory=dict)  # member -> its group
     sub: Subscription | JetStreamContext.PushSubscription | None = None
     high: int = 0  # stream feeds: the last sequence fanned out (or the start - 1)
     messages: int = 0
+
+    def add(self, member: Member) -> None:
+        viewer = member.viewer
+        self.where[member] = viewer
+        self.groups.setdefault(viewer, set()).add(member)
+
+    def discard(self, member: Member) -> None:
+        if member in self.where:
+            viewer = self.where.pop(member)
+            group = self.groups[viewer]
+            group.discard(member)
+            if not group:
+                del self.groups[viewer]
+
+    def recipients(self, owner: str | None) -> list[Member]:
+        """Who may see an event of ``owner`` (``None``: nobody's, so everyone)."""
+        if owner is None:
+            return list(self.where)
+        every = self.groups.get(None)
+        mine = self.groups.get(owner) if owner != UNREADABLE else None
+        if every and mine:
+            return [*every, *mine]
+        return list(every or mine or ())
 
 
 class Hub:
@@ -112,7 +146,14 @@ class Hub:
         return len(self._core) + len(self._stream)
 
     def members(self) -> int:
-        return sum(len(f.members) for f in (*self._core.values(), *self._stream.values()))
+        return sum(len(f.where) for f in (*self._core.values(), *self._stream.values()))
+
+    def rekey(self, member: Member) -> None:
+        """The member's ``viewer`` changed (a role change): regroup it in every feed."""
+        for feed in (*self._core.values(), *self._stream.values()):
+            if member in feed.where:
+                feed.discard(member)
+                feed.add(member)
 
     async def until(self, members: int) -> None:
         """Wait until exactly ``members`` memberships are held (tests, the bench)."""
@@ -136,12 +177,12 @@ class Hub:
                         order_event=matches(order_events, msg.subject),
                     )
                     feed.messages += 1
-                    for m in list(feed.members):
+                    for m in feed.recipients(ev.owner):
                         m.on_core(ev)
 
                 feed.sub = await self.bus.nc.subscribe(pattern, cb=on_msg)
                 self._core[pattern] = feed
-            feed.members.add(member)
+            feed.add(member)
             self._changed.set()
         return lambda: self._leave(self._core, feed, member)
 
@@ -155,7 +196,7 @@ class Hub:
             if feed is None:
                 feed = await self._start_stream(filt)
                 self._stream[filt] = feed
-            feed.members.add(member)
+            feed.add(member)
             self._changed.set()
             high = feed.high
         return high, lambda: self._leave(self._stream, feed, member)
@@ -171,7 +212,7 @@ class Hub:
             feed.high = seq
             feed.messages += 1
             ev = SseEvent(msg.data, id=seq, subject=msg.subject, owner=owner_of(msg.data))
-            for m in list(feed.members):
+            for m in feed.recipients(ev.owner):
                 m.on_stream(ev)
 
         cfg = api.ConsumerConfig(
@@ -185,9 +226,9 @@ class Hub:
     # -- leaving --------------------------------------------------------------------------
     async def _leave(self, feeds: dict[str, _Feed], feed: _Feed, member: Member) -> None:
         """Drop a member; the last one out ends the feed's subscription."""
-        feed.members.discard(member)
+        feed.discard(member)
         self._changed.set()
-        if feed.members or feeds.get(feed.key) is not feed:
+        if feed.where or feeds.get(feed.key) is not feed:
             return
         del feeds[feed.key]  # a join from now on starts a new feed
         if feed.sub is not None:

@@ -168,6 +168,12 @@ class Relay:
         self.replaying = False
         self.held: collections.deque[SseEvent] = collections.deque()  # feed events behind a replay
 
+    @property
+    def viewer(self) -> str | None:
+        """Whose events this client may see (``hub``): its user, ``None`` for all."""
+        p = self.principal
+        return None if p is None or p.is_admin else p.sub
+
     def _visible(self, owner: str | None) -> bool:
         p = self.principal
         if p is None or p.is_admin:
@@ -182,6 +188,7 @@ class Relay:
             self.narrowed = True
         log.info("sse role change sub=%s %s -> %s", p.sub, p.role.value, role.value)
         self.principal = Principal(sub=p.sub, email=p.email, role=role)
+        self.hub.rekey(self)  # the shared feeds hand it what the new role may see
 
     def end(self, reason: str) -> None:
         """Stop the stream (once); wakes the writer."""

@@ -42,6 +42,8 @@ from nats.aio.msg import Msg
 from rbot.bus.connection import Bus, connect
 from rbot.bus.subjects import Subjects
 
+from . import busprofile
+from .busprofile import FANOUT_STAGES
 from .child import _spawn
 from .common import Row, Section, median, pct, proc_cpu_s
 from .natsd import servers
@@ -55,10 +57,12 @@ class Plan:
     rate: float  # events per second
     phase_s: float
     rounds: int
+    profile_s: int = 0  # py-spy on the API during the first many-client phase
 
 
 FULL = Plan(clients=100, users=13, rate=1000.0, phase_s=6.0, rounds=2)
 QUICK = Plan(clients=100, users=13, rate=1000.0, phase_s=3.0, rounds=1)
+PROFILE = Plan(clients=100, users=13, rate=1000.0, phase_s=5.0, rounds=1, profile_s=3)
 SMOKE = Plan(clients=20, users=3, rate=500.0, phase_s=1.5, rounds=1)
 WARMUP_S = 0.5
 CONNECT_S = 30.0
@@ -143,11 +147,13 @@ class Phase:
     lost: int = 0
     extra: int = 0
     consumers: list[int] = field(default_factory=list)
+    profile: list[str] = field(default_factory=list)
 
 
 async def phase(
-    bus: Bus, port: int, pid: int, users: list[dict[str, str]], plan: Plan, m: int, out: Phase
-) -> None:
+    bus: Bus, port: int, pid: int, users: list[dict[str, str]], plan: Plan, m: int, out: Phase,
+    prof: Path | None = None,
+) -> None:  # fmt: skip
     js = bus.js
     stream = bus.subjects.stream("ORDERS")
     subject = bus.subjects.order_event("oanda", "EUR_USD", "oco_placed")
@@ -183,21 +189,25 @@ async def phase(
             n_events = int(plan.rate * plan.phase_s)
             warm = int(plan.rate * WARMUP_S)
             cpu0 = load0 = 0.0
+            rec: asyncio.Task[list[str]] | None = None
             t_warm = t_start = time.perf_counter()
-            t_start = time.perf_counter()
             async with asyncio.TaskGroup() as pubs:
                 for i in range(n_events):
                     if i == warm:
-                        cpu0, load0, t_warm = (
-                            proc_cpu_s(pid),
-                            time.process_time(),
-                            time.perf_counter(),
-                        )
+                        cpu0, load0 = proc_cpu_s(pid), time.process_time()
+                        t_warm = time.perf_counter()
+                        if prof is not None:
+                            what = f"the API with {m} SSE clients"
+                            rec = tg.create_task(
+                                busprofile.facts(pid, plan.profile_s, prof, FANOUT_STAGES, what)
+                            )
                     delay = t_start + i / plan.rate - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)  # pacing the load, not waiting for a result
                     pubs.create_task(publish(i, i % len(users)))
             t_end = time.perf_counter()
+            if rec is not None:
+                out.profile += await rec
             if m > 1:
                 info = await js.stream_info(stream)
                 out.consumers.append(int(info.state.consumer_count or 0))
@@ -257,7 +267,12 @@ async def run(workdir: Path, plan: Plan) -> Section:
                 for r in range(plan.rounds):
                     order = (one, many) if r % 2 == 0 else (many, one)
                     for ph in order:
-                        await phase(bus, info["port"], pid, info["users"], plan, ph.clients, ph)
+                        prof = None
+                        if plan.profile_s and r == 0 and ph is many:
+                            prof = workdir / "api.prof"
+                        await phase(
+                            bus, info["port"], pid, info["users"], plan, ph.clients, ph, prof
+                        )
             finally:
                 await bus.close()
         sync = nats.sync_label
@@ -289,6 +304,7 @@ async def run(workdir: Path, plan: Plan) -> Section:
         f"{median(many.api_cpu_per_frame):,.0f} us); the load client (raw sockets, this "
         f"process, publisher included) costs {median(many.load_cpu_per_frame):,.1f} us per frame"
     )
+    sec.facts += many.profile
     base = "NATS subscriber"
     sec.rows += [
         Row("4 sse", f"delivery p50, {plan.clients} clients", median(many.p50),
@@ -309,6 +325,8 @@ if __name__ == "__main__":
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="rbot-fanout-") as d:
-        p = {"smoke": SMOKE, "quick": QUICK}.get(sys.argv[1] if len(sys.argv) > 1 else "", FULL)
+        p = {"smoke": SMOKE, "quick": QUICK, "profile": PROFILE}.get(
+            sys.argv[1] if len(sys.argv) > 1 else "", FULL
+        )
         sec = asyncio.run(run(Path(d), p))
         print(json.dumps({"facts": sec.facts, "rows": [r.__dict__ for r in sec.rows]}, indent=1))

@@ -159,3 +159,24 @@ async def test_a_slow_client_is_dropped_and_never_slows_the_others(
     assert rest[-1] == b'event: end\ndata: {"code": "slow_client"}\n\n'
     await fast_frames.aclose()  # type: ignore[attr-defined]
     assert hub.subscriptions() == 0
+
+
+async def test_a_role_change_regroups_the_client_in_the_shared_feed(bus: Bus) -> None:
+    """Members are grouped by whose events they may see: a promoted trader gets everyone's
+    order events from the next one on, a demoted admin only its own again."""
+    hub = Hub(bus)
+    relay = Relay(bus, _who(Role.TRADER, "carol"), ["evt.order.>"], None, hub=hub)
+    frames, first = await _open(relay)
+    async with asyncio.timeout(10):
+        await hub.until(1)
+    await _publish(bus, "dave", 0)  # not carol's: not delivered
+    mine = await _publish(bus, "carol", 1)
+    assert (await asyncio.wait_for(first, 10)).startswith(b"id: %d\n" % mine)
+    relay._on_role(Role.ADMIN)  # what the session watch does on a role change
+    other = await _publish(bus, "dave", 2)
+    assert (await _frame(frames)) == (other, {"user": "dave", "n": 2})
+    relay._on_role(Role.TRADER)
+    await _publish(bus, "dave", 3)
+    last = await _publish(bus, "carol", 4)
+    assert (await _frame(frames))[0] == last
+    await frames.aclose()  # type: ignore[attr-defined]
