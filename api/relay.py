@@ -38,7 +38,7 @@ import collections
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.js import api
@@ -262,35 +262,41 @@ class Relay:
             self._offer(ev)
 
     # -- the bus side --------------------------------------------------------------------
-    async def _core(self, pattern: str) -> None:
-        leave = await self.hub.join_core(pattern, self)
+    async def _join(self) -> tuple[list[Callable[[], Awaitable[None]]], int]:
+        """Join the shared feeds (before ``: connected``): their leave functions and the
+        stream feed's high-water mark."""
+        leaves = []
+        high = 0
         try:
-            raise_if_cancelled()
-            await asyncio.Event().wait()  # until cancelled; the feed does the work
-        finally:
-            await leave()
+            for pattern in self.plan.core_patterns:
+                leaves.append(await self.hub.join_core(pattern, self))
+            if self.plan.stream_patterns:
+                self.replaying = self.last_event_id is not None  # hold the feed until caught up
+                high, leave = await self.hub.join_stream(self._filter(), self)
+                leaves.append(leave)
+        except BaseException:
+            for leave in leaves:
+                await leave()
+            raise
+        return leaves, high
 
-    async def _stream(self) -> None:
+    def _filter(self) -> str:
         pats = self.plan.stream_patterns
-        filt = pats[0] if len(set(pats)) == 1 else self.bus.subjects.order_events
+        return pats[0] if len(set(pats)) == 1 else self.bus.subjects.order_events
+
+    async def _catch_up(self, high: int) -> None:
+        """Replay ``(Last-Event-ID, high]``, then what the feed delivered meanwhile; from
+        then on the feed hands events straight to ``on_stream``."""
         start = self.last_event_id
-        self.replaying = start is not None
-        high, leave = await self.hub.join_stream(filt, self)
-        try:
-            if start is not None and start < high:
-                await self._replay(filt, start, high)
-            # what the feed delivered meanwhile, then the feed itself
-            while self.held and self.end_reason is None:
-                ev = self.held.popleft()
-                if ev.id is not None and ev.id > self.sent_id:
-                    self.sent_id = ev.id
-                    if self._wanted(ev):
-                        await self._offer_paced(ev)
-            self.replaying = False
-            raise_if_cancelled()
-            await asyncio.Event().wait()  # until cancelled; the feed does the work
-        finally:
-            await leave()
+        if start is not None and start < high:
+            await self._replay(self._filter(), start, high)
+        while self.held and self.end_reason is None:
+            ev = self.held.popleft()
+            if ev.id is not None and ev.id > self.sent_id:
+                self.sent_id = ev.id
+                if self._wanted(ev):
+                    await self._offer_paced(ev)
+        self.replaying = False
 
     async def _replay(self, filt: str, start: int, high: int) -> None:
         """Order events in ``(start, high]`` through an ordered consumer of this client's."""
@@ -336,16 +342,19 @@ class Relay:
     async def events(self, max_batch: int = 1) -> AsyncIterator[bytes]:
         """SSE frames; ends when the session ends, the client is too slow or the bus closes.
 
+        The first frame (``: connected``) comes once the client is in the shared feeds:
+        from then on it misses nothing, even without a ``Last-Event-ID``.
         ``max_batch``: up to this many frames already queued go out as one chunk (one
         write through the ASGI stack for a burst; the app passes ``SSE_BATCH``)."""
-        yield b"retry: 1000\n: connected\n\n"
+        leaves, high = await self._join()
         closed = False
         queue = self.queue
         try:
+            yield b"retry: 1000\n: connected\n\n"
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._core(p)) for p in self.plan.core_patterns]
+                tasks = []
                 if self.plan.stream_patterns:
-                    tasks.append(tg.create_task(self._stream()))
+                    tasks.append(tg.create_task(self._catch_up(high)))
                 if self.session is not None:
                     tasks.append(tg.create_task(self._watch_session(self.session)))
                 try:
@@ -378,6 +387,9 @@ class Relay:
                         t.cancel()
         except* GeneratorExit:
             closed = True  # aclose() at a yield: the TaskGroup wrapped it; just finish
+        finally:
+            for leave in leaves:
+                await leave()
         if self.end_reason is not None and not closed:
             yield _end_frame(self.end_reason)
 

@@ -6,8 +6,9 @@ actor, ``USERS`` traders registered through HTTP); the per-user stream cap
 the load:
 
 - **clients**: raw asyncio sockets (``GET /events?subjects=evt.order.>&since=N``
-  with a bearer header, HTTP/1.1; the reader only splits lines and reads the
-  ``id:`` ones).  Client i belongs to trader ``i % USERS``.  Their CPU is
+  with a bearer header, HTTP/1.1; the reader waits for ``: connected`` (the
+  API has it in its shared feed), then only splits lines and reads the ``id:``
+  ones).  Client i belongs to trader ``i % USERS``.  Their CPU is
   measured (this process's ``process_time``) and printed per frame;
 - **the publisher**: ``oco_placed`` envelopes to the ``ORDERS`` stream at
   ``RATE`` per second (paced, PubAcks in flight), owners round-robin over the
@@ -110,12 +111,14 @@ class Client:
             status = int(head.split(b" ", 2)[1])
             if status != 200:
                 raise RuntimeError(f"SSE answered {status}: {head[:200]!r}")
+            # ``: connected`` comes once the API has it in the shared feed
+            await reader.readuntil(b": connected\n\n")
+            rest = b""
             count[0] += 1
             if count[0] == count[1]:
                 connected.set()
             pc = time.perf_counter
             seen = self.seen
-            rest = b""
             while chunk := await reader.read(1 << 16):
                 now = pc()
                 lines = (rest + chunk).split(b"\n")
