@@ -31,14 +31,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from rbot.bus.connection import Bus, connect
 from rbot.bus.subjects import Subjects
@@ -59,6 +62,7 @@ class Plan:
     phase_s: float
     rounds: int
     profile_s: int = 0  # py-spy on the API during the first many-client phase
+    always: bool = True  # the server's sync_interval: always (as ``rbot up``)
 
 
 FULL = Plan(clients=100, users=13, rate=1000.0, phase_s=6.0, rounds=2)
@@ -139,8 +143,10 @@ class Phase:
     clients: int
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
-    base_p50: list[float] = field(default_factory=list)
+    base_p50: list[float] = field(default_factory=list)  # a JetStream consumer here
     base_p99: list[float] = field(default_factory=list)
+    core_p50: list[float] = field(default_factory=list)  # a core NATS subscriber here
+    core_p99: list[float] = field(default_factory=list)
     api_cpu_per_event: list[float] = field(default_factory=list)  # us
     api_cpu_per_frame: list[float] = field(default_factory=list)
     load_cpu_per_frame: list[float] = field(default_factory=list)
@@ -168,12 +174,16 @@ async def phase(
     sent_n: dict[str, float] = {}  # order id -> publish time (the NATS baseline's key)
     owner_of: dict[int, int] = {}  # seq -> trader index
     base: list[float] = []
+    core: list[float] = []
 
-    async def on_base(msg: Msg) -> None:
-        now = time.perf_counter()
-        t0 = sent_n.get(_env.decode(msg.data).payload.order_id or "")
-        if t0 is not None:
-            base.append((now - t0) * 1e6)
+    def timer(into: list[float]) -> Callable[[Msg], Awaitable[None]]:
+        async def on_msg(msg: Msg) -> None:
+            now = time.perf_counter()
+            t0 = sent_n.get(_env.decode(msg.data).payload.order_id or "")
+            if t0 is not None:
+                into.append((now - t0) * 1e6)
+
+        return on_msg
 
     async def publish(n: int, who: int) -> None:
         data = order_event(n, users[who]["sub"])
@@ -183,7 +193,11 @@ async def phase(
         sent[ack.seq] = t0
         owner_of[ack.seq] = who
 
-    base_sub = await bus.nc.subscribe(subject, cb=on_base)
+    core_sub = await bus.nc.subscribe(subject, cb=timer(core))
+    base_sub = await js.subscribe(
+        subject, stream=stream, cb=timer(base), ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW), idle_heartbeat=5.0,
+    )  # fmt: skip
     try:
         async with asyncio.TaskGroup() as tg:
             readers = [tg.create_task(c.run(port, since, connected, count)) for c in clients]
@@ -227,6 +241,7 @@ async def phase(
                 r.cancel()
     finally:
         await base_sub.unsubscribe()
+        await core_sub.unsubscribe()
     # counted events: published after the warm-up
     counted = {seq for seq, t0 in sent.items() if t0 >= t_warm}
     lat: list[float] = []
@@ -245,6 +260,8 @@ async def phase(
     out.p99.append(pct(lat, 99))
     out.base_p50.append(pct(base, 50))
     out.base_p99.append(pct(base, 99))
+    out.core_p50.append(pct(core, 50))
+    out.core_p99.append(pct(core, 99))
     out.api_cpu_per_event.append((cpu1 - cpu0) / max(events, 1) * 1e6)
     out.api_cpu_per_frame.append((cpu1 - cpu0) / max(frames, 1) * 1e6)
     out.load_cpu_per_frame.append((load1 - load0) / max(frames, 1) * 1e6)
@@ -259,8 +276,8 @@ async def run(workdir: Path, plan: Plan) -> Section:
         f"{plan.rate:,.0f} events/s"
     )
     one, many = Phase(1), Phase(plan.clients)
-    async with servers(workdir, always=True) as srv:
-        nats = srv["always"]
+    async with servers(workdir, bench=plan.always) as srv:
+        nats = srv["bench"]
         prefix = "sf" + uuid.uuid4().hex[:8]
         log = workdir / "api.log"
         args = [nats.url, prefix, str(plan.users)]
@@ -308,7 +325,11 @@ async def run(workdir: Path, plan: Plan) -> Section:
         f"process, publisher included) costs {median(many.load_cpu_per_frame):,.1f} us per frame"
     )
     sec.facts += many.profile
-    base = "NATS subscriber"
+    sec.facts.append(
+        f"the same events to a core NATS subscriber here: p50 {median(many.core_p50):,.0f} us, "
+        f"p99 {median(many.core_p99):,.0f} us (no stream store on its path)"
+    )
+    base = "JetStream consumer"
     sec.rows += [
         Row("4 sse", f"delivery p50, {plan.clients} clients", median(many.p50),
             median(many.base_p50), "us", base + " p50"),
@@ -331,5 +352,7 @@ if __name__ == "__main__":
         p = {"smoke": SMOKE, "quick": QUICK, "profile": PROFILE}.get(
             sys.argv[1] if len(sys.argv) > 1 else "", FULL
         )
+        if "nosync" in sys.argv[2:]:
+            p = dataclasses.replace(p, always=False)
         sec = asyncio.run(run(Path(d), p))
         print(json.dumps({"facts": sec.facts, "rows": [r.__dict__ for r in sec.rows]}, indent=1))
