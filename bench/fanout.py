@@ -5,21 +5,23 @@ actor, ``USERS`` traders registered through HTTP); the per-user stream cap
 (``relay.MAX_STREAMS_PER_USER``) is why there are several.  This process holds
 the load:
 
-- **clients**: raw asyncio sockets (``GET /events?subjects=evt.order.>&since=N``
-  with a bearer header, HTTP/1.1; the reader waits for ``: connected`` (the
-  API has it in its shared feed), then only splits lines and reads the ``id:``
-  ones).  Client i belongs to trader ``i % USERS``.  Their CPU is
-  measured (this process's ``process_time``) and printed per frame;
-- **the publisher**: ``oco_placed`` envelopes to the ``ORDERS`` stream at
-  ``RATE`` per second (paced, PubAcks in flight), owners round-robin over the
-  traders, so a client receives its trader's share (~RATE / USERS per second)
-  and the API's ownership check sees every event for every client;
-- **the baseline**: a core NATS subscriber here on the same subjects, receiving
-  the same events in the same process at the same time (what the bus alone
-  costs).
+- **clients**: raw sockets in ``LOADERS`` processes of their own
+  (``bench.fanout_load``: ``asyncio.Protocol``, ``GET /events?subjects=evt.order.>
+  &since=N`` with a bearer header; each read is timed and scanned for ``id:``
+  lines, nothing else is parsed), so the load is not one busy event loop;
+  client i belongs to trader ``i % USERS``.  Their CPU is measured (``/proc``)
+  and printed per frame;
+- **the publisher** (this process): ``oco_placed`` envelopes, core publishes
+  that the ``ORDERS`` stream stores, at ``RATE`` per second (paced), owners
+  round-robin over the traders, so a client receives its trader's share
+  (~RATE / USERS per second);
+- **the baselines**, here: a JetStream ordered consumer on the same subjects
+  (the stream's own delivery, what every SSE event goes through) and a core
+  NATS subscriber (no store on its path).  The consumer also maps each stream
+  sequence (the SSE ``id``) to the event's number.
 
-Latency = a client's read of the event's ``id:`` line - the publish call, one
-clock.  The first ``WARMUP_S`` of each phase is not counted; every event is
+Latency = a client's read of the event's ``id:`` line - the publish call
+(``time.monotonic``: one clock for every process).  The first ``WARMUP_S`` of each phase is not counted; every event is
 checked to reach exactly the clients of its owner (``lost`` / ``extra`` in the
 facts).  Phases alternate 1 client and ``CLIENTS`` clients; API CPU from
 ``/proc`` over the counted part.  During the many-client phase the run asks
@@ -32,12 +34,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -71,7 +76,8 @@ PROFILE = Plan(clients=100, users=13, rate=1000.0, phase_s=5.0, rounds=1, profil
 SMOKE = Plan(clients=20, users=3, rate=500.0, phase_s=1.5, rounds=1)
 WARMUP_S = 0.5
 CONNECT_S = 30.0
-DRAIN_S = 10.0  # after the last publish, until every client has every event it should
+LOADERS = 2  # client processes (one per core)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Payload(msgspec.Struct):
@@ -85,57 +91,45 @@ class _Env(msgspec.Struct):
 _env = msgspec.json.Decoder(_Env)
 
 
-@dataclass
-class Client:
-    """One SSE client on a raw socket: records (id, arrival time) pairs."""
+class Loader:
+    """One ``bench.fanout_load`` process and its share of the clients."""
 
-    user: int
-    token: str
-    seen: list[tuple[int, float]] = field(default_factory=list)
-    want: int | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
 
-    async def expect(self, n: int) -> None:
-        """Wait until this client has read ``n`` ids."""
-        self.want = n
-        if len(self.seen) >= n:
-            return
-        await self.done.wait()
-
-    async def run(self, port: int, since: int, connected: asyncio.Event, count: list[int]) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(cls, log: Path) -> AsyncIterator[Loader]:
+        with log.open("ab") as errf:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.fanout_load", cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf,
+                limit=1 << 26,
+            )  # fmt: skip
         try:
-            writer.write(
-                f"GET /events?subjects=evt.order.%3E&since={since} HTTP/1.1\r\n"
-                f"Host: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
-                f"Authorization: Bearer {self.token}\r\n\r\n".encode()
-            )
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            if status != 200:
-                raise RuntimeError(f"SSE answered {status}: {head[:200]!r}")
-            # ``: connected`` comes once the API has it in the shared feed
-            await reader.readuntil(b": connected\n\n")
-            rest = b""
-            count[0] += 1
-            if count[0] == count[1]:
-                connected.set()
-            pc = time.perf_counter
-            seen = self.seen
-            while chunk := await reader.read(1 << 16):
-                now = pc()
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                for line in lines:
-                    if line.startswith(b"id: "):
-                        seen.append((int(line[4:]), now))
-                if self.want is not None and len(seen) >= self.want:
-                    self.done.set()
+            yield cls(proc)
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    async def say(self, obj: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def hear(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("a load process ended early (see its log)")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
 
 @dataclass
@@ -161,110 +155,115 @@ class Phase:
 
 async def phase(
     bus: Bus, port: int, pid: int, users: list[dict[str, str]], plan: Plan, m: int, out: Phase,
-    prof: Path | None = None,
+    workdir: Path, prof: Path | None = None,
 ) -> None:  # fmt: skip
     js = bus.js
     stream = bus.subjects.stream("ORDERS")
     subject = bus.subjects.order_event("oanda", "EUR_USD", "oco_placed")
     since = (await js.stream_info(stream)).state.last_seq
-    clients = [Client(i % len(users), users[i % len(users)]["token"]) for i in range(m)]
-    connected = asyncio.Event()
-    count = [0, m]
-    sent: dict[int, float] = {}  # seq -> publish time
-    sent_n: dict[str, float] = {}  # order id -> publish time (the NATS baseline's key)
-    owner_of: dict[int, int] = {}  # seq -> trader index
-    base: list[float] = []
-    core: list[float] = []
+    sent: dict[int, float] = {}  # event number -> publish time
+    seq_of: dict[int, int] = {}  # event number -> stream sequence (from the JS consumer)
+    base: list[tuple[int, float]] = []  # (event number, arrival) at the JetStream consumer
+    core: list[tuple[int, float]] = []  # (event number, arrival) at the core subscriber
 
-    def timer(into: list[float]) -> Callable[[Msg], Awaitable[None]]:
-        async def on_msg(msg: Msg) -> None:
-            now = time.perf_counter()
-            t0 = sent_n.get(_env.decode(msg.data).payload.order_id or "")
-            if t0 is not None:
-                into.append((now - t0) * 1e6)
+    def number(data: bytes) -> int:
+        return int((_env.decode(data).payload.order_id or "-1").rsplit("-", 1)[1])
 
-        return on_msg
+    async def on_core(msg: Msg) -> None:
+        core.append((number(msg.data), time.monotonic()))
 
-    async def publish(n: int, who: int) -> None:
-        data = order_event(n, users[who]["sub"])
-        t0 = time.perf_counter()
-        sent_n[f"paper-oanda-{n}"] = t0
-        ack = await js.publish(subject, data, timeout=30.0)
-        sent[ack.seq] = t0
-        owner_of[ack.seq] = who
+    async def on_js(msg: Msg) -> None:
+        now = time.monotonic()
+        n = number(msg.data)
+        seq_of[n] = msg.metadata.sequence.stream
+        base.append((n, now))
 
-    core_sub = await bus.nc.subscribe(subject, cb=timer(core))
+    core_sub = await bus.nc.subscribe(subject, cb=on_core)
     base_sub = await js.subscribe(
-        subject, stream=stream, cb=timer(base), ordered_consumer=True,
+        subject, stream=stream, cb=on_js, ordered_consumer=True,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW), idle_heartbeat=5.0,
     )  # fmt: skip
+    loaders_n = min(LOADERS, m)
+    owner = [i % len(users) for i in range(m)]
     try:
-        async with asyncio.TaskGroup() as tg:
-            readers = [tg.create_task(c.run(port, since, connected, count)) for c in clients]
+        async with contextlib.AsyncExitStack() as stack:
+            loaders = [
+                await stack.enter_async_context(Loader.start(workdir / f"load-{k}.log"))
+                for k in range(loaders_n)
+            ]
+            for k, ld in enumerate(loaders):
+                mine = [[owner[i], users[owner[i]]["token"]] for i in range(k, m, loaders_n)]
+                await ld.say({"port": port, "since": since, "clients": mine})
             async with asyncio.timeout(CONNECT_S):
-                await connected.wait()
+                for ld in loaders:
+                    ready = await ld.hear()
+                    if ready.get("errors"):
+                        raise RuntimeError(f"SSE refused: {ready['errors'][:3]}")
             n_events = int(plan.rate * plan.phase_s)
             warm = int(plan.rate * WARMUP_S)
-            cpu0 = load0 = 0.0
+            cpu0 = 0.0
             rec: asyncio.Task[list[str]] | None = None
-            t_warm = t_start = time.perf_counter()
-            async with asyncio.TaskGroup() as pubs:
+            async with asyncio.TaskGroup() as tg:
+                t_start = time.monotonic()
                 for i in range(n_events):
                     if i == warm:
-                        cpu0, load0 = proc_cpu_s(pid), time.process_time()
-                        t_warm = time.perf_counter()
+                        cpu0 = proc_cpu_s(pid)
                         if prof is not None:
                             what = f"the API with {m} SSE clients"
                             rec = tg.create_task(
                                 busprofile.facts(pid, plan.profile_s, prof, FANOUT_STAGES, what)
                             )
-                    delay = t_start + i / plan.rate - time.perf_counter()
+                    delay = t_start + i / plan.rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)  # pacing the load, not waiting for a result
-                    pubs.create_task(publish(i, i % len(users)))
-            t_end = time.perf_counter()
+                    data = order_event(i, users[i % len(users)]["sub"])
+                    sent[i] = time.monotonic()
+                    await bus.nc.publish(subject, data)  # JetStream stores it (no PubAck asked)
+                t_end = time.monotonic()
             if rec is not None:
-                out.profile += await rec
+                out.profile += rec.result()
             if m > 1:
                 info = await js.stream_info(stream)
                 out.consumers.append(int(info.state.consumer_count or 0))
-            # until each client has every event of its owner (or the drain time is up)
             want: defaultdict[int, int] = defaultdict(int)
-            for who in owner_of.values():
-                want[who] += 1
-            with contextlib.suppress(TimeoutError):  # what is missing is counted as lost
-                async with asyncio.timeout(DRAIN_S):
-                    for c in clients:
-                        await c.expect(want[c.user])
-            cpu1, load1 = proc_cpu_s(pid), time.process_time()
-            for r in readers:
-                r.cancel()
+            for i in range(n_events):
+                want[i % len(users)] += 1
+            for ld in loaders:
+                await ld.say({"want": want})
+            results = [await ld.hear() for ld in loaders]
+            cpu1 = proc_cpu_s(pid)
     finally:
         await base_sub.unsubscribe()
         await core_sub.unsubscribe()
-    # counted events: published after the warm-up
-    counted = {seq for seq, t0 in sent.items() if t0 >= t_warm}
+    n_of = {seq: n for n, seq in seq_of.items()}
+    counted = {n for n in range(warm, n_events)}
     lat: list[float] = []
     frames = 0
-    for c in clients:
-        got = {seq for seq, _ in c.seen}
-        mine = {seq for seq, who in owner_of.items() if who == c.user}
-        out.lost += len(mine - got)
-        out.extra += len(got - mine) + (len(c.seen) - len(got))
-        for seq, t in c.seen:
-            if seq in counted:
-                lat.append((t - sent[seq]) * 1e6)
-                frames += 1
+    for res in results:
+        for user, seen in res["seen"]:
+            got = [n_of.get(seq, -1) for seq, _ in seen]
+            mine = {n for n in range(n_events) if n % len(users) == user}
+            out.lost += len(mine - set(got))
+            out.extra += len(got) - len(set(got) & mine)
+            for (_, t), n in zip(seen, got, strict=True):
+                if n in counted:
+                    lat.append((t - sent[n]) * 1e6)
+                    frames += 1
     events = len(counted)
     out.p50.append(pct(lat, 50))
     out.p99.append(pct(lat, 99))
-    out.base_p50.append(pct(base, 50))
-    out.base_p99.append(pct(base, 99))
-    out.core_p50.append(pct(core, 50))
-    out.core_p99.append(pct(core, 99))
+    js_lat = [(t - sent[n]) * 1e6 for n, t in base if n in counted]
+    core_lat = [(t - sent[n]) * 1e6 for n, t in core if n in counted]
+    out.base_p50.append(pct(js_lat, 50))
+    out.base_p99.append(pct(js_lat, 99))
+    out.core_p50.append(pct(core_lat, 50))
+    out.core_p99.append(pct(core_lat, 99))
     out.api_cpu_per_event.append((cpu1 - cpu0) / max(events, 1) * 1e6)
     out.api_cpu_per_frame.append((cpu1 - cpu0) / max(frames, 1) * 1e6)
-    out.load_cpu_per_frame.append((load1 - load0) / max(frames, 1) * 1e6)
+    # the load processes' own CPU from their first stream open to the last read, per frame
+    all_frames = sum(len(seen) for res in results for _, seen in res["seen"])
+    load_cpu = sum(float(res["cpu_s"]) for res in results)
+    out.load_cpu_per_frame.append(load_cpu / max(all_frames, 1) * 1e6)
     out.frames.append(frames)
     out.events.append(events)
     out.rate.append(n_events / (t_end - t_start))
@@ -291,8 +290,9 @@ async def run(workdir: Path, plan: Plan) -> Section:
                         if plan.profile_s and r == 0 and ph is many:
                             prof = workdir / "api.prof"
                         await phase(
-                            bus, info["port"], pid, info["users"], plan, ph.clients, ph, prof
-                        )
+                            bus, info["port"], pid, info["users"], plan, ph.clients, ph,
+                            workdir, prof,
+                        )  # fmt: skip
             finally:
                 await bus.close()
         sync = nats.sync_label
@@ -321,8 +321,8 @@ async def run(workdir: Path, plan: Plan) -> Section:
     sec.facts.append(
         f"API CPU per event per client: {per_client:,.1f} us (per event with "
         f"{plan.clients} clients {median(many.api_cpu_per_event):,.0f} us, per frame written "
-        f"{median(many.api_cpu_per_frame):,.0f} us); the load client (raw sockets, this "
-        f"process, publisher included) costs {median(many.load_cpu_per_frame):,.1f} us per frame"
+        f"{median(many.api_cpu_per_frame):,.0f} us); the load client ({LOADERS} processes of "
+        f"raw sockets) costs {median(many.load_cpu_per_frame):,.1f} us per frame"
     )
     sec.facts += many.profile
     sec.facts.append(
