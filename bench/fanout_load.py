@@ -109,8 +109,8 @@ async def main() -> None:
     except TimeoutError:
         pass  # what is missing is reported as lost
     cpu = time.process_time() - cpu0
-    for t in transports:
-        t.close()
+    for tr in transports:
+        tr.close()
     out = {"seen": [[c.user, c.seen] for c in clients], "cpu_s": cpu}
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()

@@ -37,6 +37,8 @@ def executor_settings(url: str, prefix: str) -> Settings:
         arena_secret_key=secrets.token_hex(32),
         rbot_sim="off",
         rbot_price_max_age_s=3600.0,
+        # ownership waits two beats of silence before it claims: keep that short here
+        rbot_beat_interval_s=0.25,
     )
 
 
