@@ -1,10 +1,10 @@
 """``python -m bench``: run the benchmarks, print every figure as a ratio to its baseline.
 
-Options: ``--only book,js,entry,sse,history``, ``--smoke`` (~30 s, tiny sizes), ``--quick`` (fewer rounds, smaller
+Options: ``--only book,js,entry,history,tickfill,fanout``, ``--smoke`` (~30 s, tiny sizes), ``--quick`` (fewer rounds, smaller
 counts), ``--nodelay`` (what-if for the HTTP benchmarks: the API's sockets with
 ``TCP_NODELAY``), ``--results [PATH]`` (also write a Markdown table, by default
 ``bench/results.md``).  Everything listens on 127.0.0.1 and is bounded in count
-and time; the whole run stays under three minutes.
+and time; tickfill seeds and rebuilds 100,000 orders, so a full run takes several minutes.
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ from pathlib import Path
 
 from rbot.actors.natsd import server_binary as nats_server_bin
 
-from . import book, entry, history, jetstream, sse
+from . import book, entry, fanout, history, jetstream, tickfill
 from .common import Row, Section, cheap_failed_sniffio_import, fmt, fmt_ratio, machine, table
 
-# sse is left out of the default set: its 50 clients are one user, and the per-user SSE
-# stream cap now answers 429 (bash bench/run.sh --only sse shows it); to be reworked
-# with several users and the 100-client / 1,000 events/s target of issue 12
-ALL = ("book", "js", "entry", "history")
-OPTIONAL = ("sse",)
-SMOKE = ("entry",)
-BUDGET_S = 480.0  # the async benchmarks together; book adds ~10 s before them
+ALL = ("book", "js", "entry", "history", "fanout", "tickfill")
+OPTIONAL: tuple[str, ...] = ()
+SMOKE = ("entry", "fanout", "tickfill")
+BUDGET_S = 900.0  # the async benchmarks together (tickfill ~4 min); book adds ~10 s before
 
 
 def _load() -> str:
@@ -90,8 +87,12 @@ async def _async_benches(
             elif name == "entry":
                 plan = entry.SMOKE if smoke else entry.QUICK if quick else entry.FULL
                 sec = await entry.run(sub, plan, nodelay)
-            elif name == "sse":
-                sec = await sse.run(sub, quick, nodelay)
+            elif name == "fanout":
+                plan_f = fanout.SMOKE if smoke else fanout.QUICK if quick else fanout.FULL
+                sec = await fanout.run(sub, plan_f)
+            elif name == "tickfill":
+                plan_t = tickfill.SMOKE if smoke else tickfill.QUICK if quick else tickfill.FULL
+                sec = await tickfill.run(sub, plan_t)
             elif name == "history":
                 sec = await history.run(sub, quick)
             else:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--nodelay",
         action="store_true",
-        help="what-if: run the API with TCP_NODELAY on its sockets (orders, sse)",
+        help="what-if: run the API with TCP_NODELAY on its sockets (orders)",
     )
     ap.add_argument(
         "--results",

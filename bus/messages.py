@@ -107,7 +107,7 @@ class OrderStatus(enum.StrEnum):
     REJECTED = "REJECTED"
 
 
-class Fill(msgspec.Struct, frozen=True, kw_only=True):
+class Fill(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Why a fill happened where it did: the tick, the spread, slippage and gap."""
 
     price: Decimal
@@ -194,7 +194,7 @@ class PlaceReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     replayed: bool = False
 
 
-class Order(msgspec.Struct, kw_only=True):
+class Order(msgspec.Struct, kw_only=True, gc=False):
     """The current state of one order (KV ``orders``, key ``o.<id>``)."""
 
     id: str

@@ -23,3 +23,7 @@ def test_bench_smoke_runs_and_prints_its_table() -> None:
                 "GET /orders/{id} p50 c=1", "GET /health req/s c=64", "sync always"):  # fmt: skip
         assert row in out.stdout, out.stdout[-3000:]
     assert "where the time goes" in out.stdout
+    for row in ("4 sse: delivery p99", "4 sse: API CPU per event", "5 tick: tick->fill p50",
+                "5 tick: tick->fill p99"):  # fmt: skip
+        assert row in out.stdout, out.stdout[-3000:]
+    assert "lost 0, extra 0" in out.stdout  # every SSE event reached exactly its owner's clients

@@ -123,7 +123,10 @@ class Book:
         self.symbol = symbol
         self._seq = itertools.count()
         self._orders: dict[str, Order] = {}
-        self._legs: dict[str, list[tuple[_Ladder, _Key]]] = {}
+        # an order's legs as (ladder number, key): plain tuples of atoms, which the
+        # garbage collector stops tracking, so 100k resting orders do not make every
+        # full collection walk 100k containers
+        self._legs: dict[str, tuple[tuple[int, _Key], ...]] = {}
         self._market: dict[Side, dict[str, int]] = {"BUY": {}, "SELL": {}}
         self._long_sl = _Ladder(-1)
         self._long_tp = _Ladder(+1)
@@ -131,6 +134,10 @@ class Book:
         self._short_tp = _Ladder(-1)
         self._buy_limit = _Ladder(-1)
         self._sell_limit = _Ladder(+1)
+        self._ladders = (
+            self._long_sl, self._long_tp, self._short_sl, self._short_tp,
+            self._buy_limit, self._sell_limit,
+        )  # fmt: skip
 
     # -- inspection --------------------------------------------------------
     def __len__(self) -> int:
@@ -179,12 +186,17 @@ class Book:
         """Book a ``PENDING`` order's entry: a market in its FIFO, a limit on a ladder."""
         seq = self._admit(order, OrderStatus.PENDING)
         level = entry_level(order)
-        legs: list[tuple[_Ladder, _Key]] = []
+        legs: tuple[tuple[int, _Key], ...] = ()
         if level is None:
             self._market[order.side][order.id] = seq
         else:
             ladder = self._buy_limit if order.side == "BUY" else self._sell_limit
-            legs.append((ladder, ladder.add(_price(level, "limit", order), seq, order.id)))
+            legs = (
+                (
+                    self._ladders.index(ladder),
+                    ladder.add(_price(level, "limit", order), seq, order.id),
+                ),
+            )
         self._orders[order.id] = order
         self._legs[order.id] = legs
 
@@ -197,10 +209,10 @@ class Book:
             stop, take = self._long_sl, self._long_tp
         else:
             stop, take = self._short_sl, self._short_tp
-        self._legs[order.id] = [
-            (stop, stop.add(sl, seq, order.id)),
-            (take, take.add(tp, seq, order.id)),
-        ]
+        self._legs[order.id] = (
+            (self._ladders.index(stop), stop.add(sl, seq, order.id)),
+            (self._ladders.index(take), take.add(tp, seq, order.id)),
+        )
         self._orders[order.id] = order
 
     def remove(self, order_id: str) -> Order | None:
@@ -208,8 +220,8 @@ class Book:
         order = self._orders.pop(order_id, None)
         if order is None:
             return None
-        for ladder, key in self._legs.pop(order_id):
-            ladder.discard(key)
+        for number, key in self._legs.pop(order_id):
+            self._ladders[number].discard(key)
         self._market[order.side].pop(order_id, None)
         return order
 

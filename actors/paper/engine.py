@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -42,13 +43,58 @@ def _no_rate(src: str, dst: str) -> Decimal | None:
 REDUCE_ONLY = "REDUCE_ONLY"  # the reason a reduce-only entry that would grow the position ends
 
 
+_Key = tuple[str, str, str]  # (user, venue, symbol)
+
+
+class ActiveOrders(dict[str, Order]):
+    """Active orders by id that also keep each user's net open quantity per symbol, so a
+    reduce-only check on a tick is a lookup, not a walk over the partition's orders.
+
+    Only item assignment, ``pop`` and ``del`` change it (what the engine and the workers
+    use); the other ``dict`` mutators are refused rather than left to miscount."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net: dict[_Key, Decimal] = {}
+
+    def _move(self, order: Order | None, sign: int) -> None:
+        if order is None or order.status is not OrderStatus.OPEN:
+            return
+        key = (order.user, order.venue, order.symbol)
+        qty = order.qty if order.side == "BUY" else -order.qty
+        net = self.net.get(key, Decimal(0)) + sign * qty
+        if net:
+            self.net[key] = net
+        else:
+            self.net.pop(key, None)
+
+    def __setitem__(self, key: str, order: Order) -> None:
+        self._move(self.get(key), -1)
+        super().__setitem__(key, order)
+        self._move(order, +1)
+
+    def __delitem__(self, key: str) -> None:
+        self._move(self.get(key), -1)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self._move(self[key], -1)
+        return super().pop(key, *default)
+
+    def _refused(self, *args: object, **kw: object) -> Any:
+        raise TypeError("ActiveOrders changes only by item assignment, pop and del")
+
+    clear = popitem = setdefault = update = __ior__ = _refused
+
+
 class Engine:
     def __init__(self, slippage_bps: Decimal, account_currency: str, rate: Rate = _no_rate) -> None:
         self.slippage_bps = slippage_bps
         self.account_currency = account_currency
         self.rate = rate
         self.books: dict[tuple[str, str], Book] = {}
-        self.orders: dict[str, Order] = {}  # active (PENDING / OPEN) orders
+        self.orders = ActiveOrders()  # active (PENDING / OPEN) orders
         self.last_tick: dict[tuple[str, str], Tick] = {}
 
     def book(self, venue: str, symbol: str) -> Book:
@@ -135,15 +181,7 @@ class Engine:
 
     def net_position(self, user: str, venue: str, symbol: str) -> Decimal:
         """The user's net open quantity on a symbol (signed), from this partition's books."""
-        net = Decimal(0)
-        for o in self.orders.values():
-            if (o.user, o.venue, o.symbol) == (
-                user,
-                venue,
-                symbol,
-            ) and o.status is OrderStatus.OPEN:
-                net += o.qty if o.side == "BUY" else -o.qty
-        return net
+        return self.orders.net.get((user, venue, symbol), Decimal(0))
 
     def _reduces(self, order: Order) -> bool:
         """A reduce-only entry may only shrink the net position, never grow or flip it."""

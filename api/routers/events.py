@@ -18,7 +18,8 @@ from rbot.bus.subjects import SubjectError
 
 from ..context import ApiContext, Ctx
 from ..errors import ApiError
-from ..relay import MAX_PATTERNS, Relay, StreamSlots, TooManyPatterns
+from ..hub import hub_of
+from ..relay import MAX_PATTERNS, SSE_BATCH, Relay, StreamSlots, TooManyPatterns
 from ..security import CurrentSession
 from ..sessionwatch import SessionRef
 
@@ -94,6 +95,7 @@ async def events(
             principal,  # non-admins see only their own order events
             patterns,
             _last_id(last_event_id, since),
+            hub=hub_of(ctx.extras, ctx.bus),  # one bus subscription per filter, all clients
             session=SessionRef(user=principal.sub, gen=session.claims.gen, sid=session.claims.sid),
             keepalive_s=ctx.settings.rbot_sse_keepalive_s,
         )
@@ -118,7 +120,7 @@ async def events(
             slots.release(principal.sub)
 
     return HeldStream(
-        relay.events(),
+        relay.events(SSE_BATCH),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         release=release,
