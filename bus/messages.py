@@ -182,15 +182,52 @@ class Account(msgspec.Struct, kw_only=True):
     unconverted: dict[str, Decimal] = msgspec.field(default_factory=dict)
 
 
+class ReplyCode(enum.StrEnum):
+    """Every stable ``code`` the order guard answers with (``PlaceReply``,
+    ``CancelReply``, the ``reason`` of ``order_rejected``).
+
+    The bus carries only the code; the API maps it to an HTTP status in one table
+    (``api/errors.py``, ``GUARD_STATUS``).  The guard rules' meaning of each is in
+    ``actors/guard/rules.py``."""
+
+    # the rules (actors/guard/rules.py), in the order they run
+    TRADING_HALTED = "trading_halted"
+    LIVE_DISABLED = "live_disabled"
+    PIN_REQUIRED = "pin_required"
+    PIN_INVALID = "pin_invalid"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    QTY_INVALID = "qty_invalid"
+    TRADING_REDUCING = "trading_reducing"
+    TTL_TOO_LONG = "ttl_too_long"
+    OCO_MISSING = "oco_missing"
+    PRICE_INVALID = "price_invalid"
+    QUALITY_MISSING = "quality_missing"
+    QUALITY_TOO_LOW = "quality_too_low"
+    QTY_TOO_LARGE = "qty_too_large"
+    NO_PRICE = "no_price"
+    STALE_PRICE = "stale_price"
+    OCO_WRONG_SIDE = "oco_wrong_side"
+    NOTIONAL_TOO_LARGE = "notional_too_large"
+    RATE_LIMITED = "rate_limited"
+    # the guard itself
+    BAD_REQUEST = "bad_request"  # a request that does not decode (an API bug)
+    GUARD_ERROR = "guard_error"  # the guard failed unexpectedly
+    LIVE_UNAVAILABLE = "live_unavailable"  # live routing not configured for the venue
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    BUS_UNAVAILABLE = "bus_unavailable"  # the place command could not be stored
+    # cancels
+    ORDER_NOT_FOUND = "order_not_found"
+    ORDER_FINAL = "order_final"
+
+
 class PlaceReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ok: bool
     order_id: str | None = None
     status: str | None = None
     mode: str = "paper"
-    code: str | None = None
+    code: str | None = None  # a ReplyCode when not ok
     message: str | None = None
     detail: dict[str, str] | None = None
-    http_status: int = 200
     replayed: bool = False
 
 
@@ -265,7 +302,7 @@ class CancelReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     order_id: str
     status: str | None = None
     requested: str | None = None  # cancel | close
-    code: str | None = None
+    code: str | None = None  # a ReplyCode when not ok
     message: str | None = None
 
 
