@@ -348,6 +348,71 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     epoch: int | None = None
     partition: int | None = None
 
+    # the two ways an event is made: every publisher uses these, none copies fields
+    @classmethod
+    def of_order(
+        cls,
+        o: Order,
+        *,
+        fill: Fill | None = None,
+        reason: str | None = None,
+        partition: int | None = None,
+    ) -> OrderEvent:
+        """The event for a change to a booked order (paper or live executor): the
+        order after the change, the fill it made and why."""
+        return cls(
+            order_id=o.id,
+            user=o.user,
+            venue=o.venue,
+            symbol=o.symbol,
+            side=o.side,
+            qty=o.qty,
+            order_type=o.order_type,
+            status=str(o.status),
+            mode=o.mode,
+            stop_loss=o.stop_loss,
+            take_profit=o.take_profit,
+            entry_price=o.entry_price,
+            limit_price=o.limit_price,
+            client_order_id=o.client_order_id,
+            expires_at=o.expires_at,
+            fill=fill,
+            reason=reason,
+            message=o.reject_message,
+            realized_pnl=o.realized_pnl,
+            currency=o.currency if o.realized_pnl is not None else None,
+            created_at=o.created_at or None,
+            opened_at=o.opened_at,
+            closed_at=o.closed_at,
+            entry_fill=o.entry_fill,
+            closing=o.closing,
+            executor=o.executor,
+            epoch=o.epoch,
+            partition=partition,
+        )
+
+    @classmethod
+    def rejected(cls, req: OrderRequest, code: str, message: str) -> OrderEvent:
+        """``order_rejected`` for a request the guard refused (it has no order id)."""
+        return cls(
+            order_id=None,
+            user=req.user,
+            venue=req.venue,
+            symbol=req.symbol,
+            side=req.side,
+            qty=req.qty,
+            order_type=req.order_type,
+            status=str(OrderStatus.REJECTED),
+            stop_loss=req.stop_loss,
+            take_profit=req.take_profit,
+            entry_price=req.entry_price,
+            limit_price=req.limit_price,
+            client_order_id=req.client_order_id,
+            reason=code,
+            message=message,
+            mode="live" if req.live else "paper",
+        )
+
 
 # --------------------------------------------------------------------------
 # order state at scale (KV ``orders``; keys in bus/keys.py)

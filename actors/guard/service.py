@@ -369,24 +369,7 @@ class OrderGuard(Actor):
     async def _publish_rejection(
         self, req: OrderRequest, rej: Rejection, durable: bool = True
     ) -> None:
-        ev = OrderEvent(
-            order_id=None,
-            user=req.user,
-            venue=req.venue,
-            symbol=req.symbol,
-            side=req.side,
-            qty=req.qty,
-            order_type=req.order_type,
-            status=str(OrderStatus.REJECTED),
-            stop_loss=req.stop_loss,
-            take_profit=req.take_profit,
-            entry_price=req.entry_price,
-            limit_price=req.limit_price,
-            client_order_id=req.client_order_id,
-            reason=rej.code,
-            message=rej.message,
-            mode="live" if req.live else "paper",
-        )
+        ev = OrderEvent.rejected(req, rej.code, rej.message)
         msg_id = uuid.uuid4().hex
         data = codec.encode_envelope("order_rejected", req.venue, ev, id=msg_id)
         if not durable:
