@@ -20,6 +20,7 @@ ROOMS = {
     "actors": ("rbot.actors", ("rbot.api", "rbot.cli", "tests", "bench")),
     "api": ("rbot.api", ("rbot.actors", "rbot.cli", "tests", "bench")),
     "cli": ("rbot.cli", ("tests", "bench")),
+    "bench": ("bench", ("tests",)),
 }
 
 
