@@ -22,6 +22,8 @@ DUPLICATE_WINDOW_S = 600.0  # JetStream de-dup window for ORDERS and EXEC
 # queryable in KV ``orders`` (o.<id>, the per-user index) after their events age out
 ORDERS_MAX_AGE_S = 90 * 24 * 3600.0
 # (no max_bytes: JetStream reserves a stream's max_bytes up front against the server's store)
+# every live send and the broker's answer, kept a year (no secrets: actors/live strips them)
+AUDIT_MAX_AGE_S = 365 * 24 * 3600.0
 LEGACY_CONSUMERS = ("paper_executor",)  # one consumer on exec.> (before partitions)
 LEASE_TTL_S = 6.0
 
@@ -53,7 +55,7 @@ BUCKET_SPECS = (
 
 @dataclass(frozen=True)
 class StreamSpec:
-    name: str  # ORDERS, EXEC, SYSTEM: prefixed by ``Subjects.stream``
+    name: str  # ORDERS, EXEC, SYSTEM, AUDIT: prefixed by ``Subjects.stream``
     description: str
     retention: api.RetentionPolicy = api.RetentionPolicy.LIMITS
     dedupe: bool = False  # a ``Nats-Msg-Id`` window of DUPLICATE_WINDOW_S
@@ -74,6 +76,10 @@ STREAM_SPECS: tuple[StreamSpec, ...] = (
     StreamSpec(
         "SYSTEM", "actor lifecycle events (supervisor)",
         max_age=7 * 24 * 3600.0, max_msgs=100_000,
+    ),
+    StreamSpec(
+        "AUDIT", "every live order send and broker answer (written before the send)",
+        max_msg_size=64 * 1024, max_age=AUDIT_MAX_AGE_S,
     ),
 )  # fmt: skip
 
