@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from nats.js.kv import KeyValue
 
-from rbot.bus import codec, keys
+from rbot.bus import codec, keys, msgids
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import ActiveMark, ExpireCmd
@@ -52,7 +52,7 @@ class Deadlines:
         """``(order id, subject, Nats-Msg-Id)`` of every order whose deadline passed;
         the id is the same until the order's status moves (a repeat is dropped)."""
         return [
-            (oid, subject, f"expire.{oid}.{status}")
+            (oid, subject, msgids.expire(oid, status))
             for oid, (when, subject, status) in self.by_order.items()
             if when <= now
         ]
@@ -111,5 +111,5 @@ class TtlReaper(Actor):
         async for _ in every(self.settings.rbot_reaper_interval_s):
             for oid, subject, msg_id in self.deadlines.due(dt.datetime.now(dt.UTC)):
                 await self.bus.js.publish(
-                    subject, codec.encode(ExpireCmd(order_id=oid)), headers={"Nats-Msg-Id": msg_id}
+                    subject, codec.encode(ExpireCmd(order_id=oid)), headers=msgids.headers(msg_id)
                 )

@@ -43,7 +43,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from rbot.bus import codec, keys
+from rbot.bus import codec, keys, msgids
 from rbot.bus.connection import Bus
 from rbot.bus.control import trading_record
 from rbot.bus.kvscan import scan
@@ -248,7 +248,7 @@ class OrderGuard(Actor):
     async def _submit(self, order: Order, replayed: bool = False) -> PlaceReply:
         subject = self._exec_subject(order.venue, order.symbol, order.mode)
         data = codec.encode(PlaceCmd(order=order))
-        headers = {"Nats-Msg-Id": f"place.{order.id}"}
+        headers = msgids.headers(msgids.place(order.id))
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 await self.bus.js.publish(subject, data, headers=headers, timeout=2.0)
@@ -376,7 +376,7 @@ class OrderGuard(Actor):
             await self.bus.nc.publish(self.bus.subjects.throttled(req.venue, req.symbol), data)
             return
         subject = self.bus.subjects.order_event(req.venue, req.symbol, "order_rejected")
-        await self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=2.0)
+        await self.bus.js.publish(subject, data, headers=msgids.headers(msg_id), timeout=2.0)
 
     # -- cancels ---------------------------------------------------------------
     async def handle_cancel(self, request: Request) -> None:
@@ -427,7 +427,7 @@ class OrderGuard(Actor):
         await self.bus.js.publish(
             self._exec_subject(venue, symbol, mode),
             codec.encode(cmd),
-            headers={"Nats-Msg-Id": f"cancel.{req.order_id}.{uuid.uuid4().hex[:12]}"},
+            headers=msgids.headers(msgids.cancel(req.order_id, uuid.uuid4().hex[:12])),
             timeout=2.0,
         )
         return CancelReply(

@@ -40,7 +40,7 @@ from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from rbot.bus import codec, keys, kvcas, userindex
+from rbot.bus import codec, keys, kvcas, msgids, userindex
 from rbot.bus.active import mark_of
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
@@ -472,12 +472,12 @@ class PartitionWorker:
         """Publish the change's event; its ORDERS sequence (the original one for a re-publish)."""
         o = change.order
         subject = self.bus.subjects.order_event(o.venue, o.symbol, change.event)
-        msg_id = f"{o.id}.{o.events}"
+        msg_id = msgids.event(o.id, o.events)
         data = codec.encode_envelope(
             change.event, o.venue, event_of(change, self.partition), id=msg_id
         )
         ack = await kvcas.retry(
-            lambda: self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+            lambda: self.bus.js.publish(subject, data, headers=msgids.headers(msg_id))
         )
         return int(ack.seq)
 
