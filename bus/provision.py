@@ -128,7 +128,7 @@ async def provision(bus: Bus, replicas: int = 1) -> None:
         except BadRequestError as exc:  # exists with another config: keep the data
             log.info("bucket %s exists with another config (%s): kept", name, exc)
         if spec.msg_ttl:
-            info = await bus.js.stream_info(f"KV_{name}")
+            info = await bus.js.stream_info(bus.subjects.kv_stream(spec.name))
             if not info.config.allow_msg_ttl:
                 info.config.allow_msg_ttl = True  # may be turned on, never off
                 await bus.js.update_stream(info.config)
@@ -151,7 +151,7 @@ async def check(bus: Bus) -> list[str]:
     for spec in BUCKET_SPECS:
         name = bus.subjects.bucket(spec.name)
         try:
-            await bus.js.stream_info(f"KV_{name}")
+            await bus.js.stream_info(bus.subjects.kv_stream(spec.name))
         except NotFoundError:
             missing.append(name)
     return missing

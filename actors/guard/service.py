@@ -439,7 +439,7 @@ class OrderGuard(Actor):
         number = order_number(req.order_id)
         if number is None:
             return None
-        stream = f"KV_{self.bus.subjects.bucket('orders')}"
+        stream = self.bus.subjects.kv_stream("orders")
         try:
             msg = await self.bus.js.get_msg(stream, seq=number)
         except NotFoundError:
