@@ -1,4 +1,4 @@
-"""Small builders every test shares (no I/O): import them, do not copy them.
+"""Small builders and values every test shares (no I/O): import them, do not copy them.
 
 The running system's helpers (``running_stack``, ``publish_tick``, ``EventTap``,
 ``tick_until``) are in ``tests/stack.py``; stopping a child process is
@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from rbot.bus.messages import Tick
+from rbot.bus.messages import OrderRequest, Tick
+
+# the seed's Test 2 order (EUR_USD, 100 units, SL 1.1600, TP 1.1700, quality 75)
+# as the API puts it on the bus
+SEED_REQUEST = OrderRequest(
+    user="alice",
+    venue="oanda",
+    symbol="EUR_USD",
+    side="BUY",
+    order_type="MARKET",
+    qty=Decimal(100),
+    stop_loss=Decimal("1.1600"),
+    take_profit=Decimal("1.1700"),
+    quality_score=Decimal(75),
+)
 
 
 def dec(value: str | None) -> Decimal | None:

@@ -22,22 +22,12 @@ from rbot.actors.guard.rules import (
 )
 from rbot.api.errors import GUARD_STATUS, guard_status
 from rbot.bus.messages import OrderRequest, TradingState
-from tests.helpers import tick
+from tests.helpers import SEED_REQUEST, tick
 
 SECRET_PIN = "841921"
 
 
-BASE_REQ = OrderRequest(
-    user="alice",
-    venue="oanda",
-    symbol="EUR_USD",
-    side="BUY",
-    order_type="MARKET",
-    qty=D(100),
-    stop_loss=D("1.1600"),
-    take_profit=D("1.1700"),
-    quality_score=D(75),
-)
+BASE_REQ = SEED_REQUEST
 SHORT = {"side": "SELL", "stop_loss": D("1.1700"), "take_profit": D("1.1600")}
 LIMIT_BUY = {"order_type": "LIMIT", "limit_price": D("1.1640")}
 LIVE = {"live": True, "pin_ok": True}  # the API checked X-PIN; only the verdict travels
