@@ -102,8 +102,8 @@ class FeedOutput:
         self.candles = 0
 
     async def tick(self, tick: Tick) -> None:
+        self.ticks += 1  # counted before it lands in KV: a reader of KV sees the count
         await publish_tick(self.bus, self.prices, tick)
-        self.ticks += 1
         raise_if_cancelled()
 
     async def book(self, book: Book) -> None:
