@@ -22,7 +22,7 @@ from rbot.api.principal import Role
 from rbot.api.security import Auth
 from rbot.api.users import UserStore
 from rbot.bus.connection import connect
-from tests.stack import running_stack
+from rbot.cli.stack import running_stack
 
 from .stack_proc import bench_settings
 

@@ -24,7 +24,7 @@ import nats
 from nats.aio.msg import Msg
 
 from rbot.bus.config import Settings
-from tests.stack import running_stack
+from rbot.cli.stack import running_stack
 
 VENUE, SYMBOL = "oanda", "EUR_USD"
 

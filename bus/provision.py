@@ -53,51 +53,53 @@ BUCKET_SPECS = (
 )
 
 
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str  # ORDERS, EXEC, SYSTEM, AUDIT: prefixed by ``Subjects.stream``
+    description: str
+    retention: api.RetentionPolicy = api.RetentionPolicy.LIMITS
+    dedupe: bool = False  # a ``Nats-Msg-Id`` window of DUPLICATE_WINDOW_S
+    max_msg_size: int = -1  # -1: the server's limit
+    max_age: float | None = None
+    max_msgs: int | None = None
+
+
+STREAM_SPECS: tuple[StreamSpec, ...] = (
+    StreamSpec(
+        "ORDERS", "every order event: the audit trail and the SSE replay source",
+        dedupe=True, max_msg_size=256 * 1024, max_age=ORDERS_MAX_AGE_S,
+    ),
+    StreamSpec(
+        "EXEC", "accepted order commands waiting for their executor",
+        retention=api.RetentionPolicy.WORK_QUEUE, dedupe=True, max_msg_size=256 * 1024,
+    ),
+    StreamSpec(
+        "SYSTEM", "actor lifecycle events (supervisor)",
+        max_age=7 * 24 * 3600.0, max_msgs=100_000,
+    ),
+    StreamSpec(
+        "AUDIT", "every live order send and broker answer (written before the send)",
+        max_msg_size=64 * 1024, max_age=AUDIT_MAX_AGE_S,
+    ),
+)  # fmt: skip
+
+
 def stream_configs(bus: Bus, replicas: int = 1) -> list[api.StreamConfig]:
     s = bus.subjects
-    storage = api.StorageType.FILE
     return [
         api.StreamConfig(
-            name=s.stream("ORDERS"),
-            description="every order event: the audit trail and the SSE replay source",
-            subjects=s.stream_subjects("ORDERS"),
-            retention=api.RetentionPolicy.LIMITS,
-            storage=storage,
+            name=s.stream(spec.name),
+            description=spec.description,
+            subjects=s.stream_subjects(spec.name),
+            retention=spec.retention,
+            storage=api.StorageType.FILE,
             num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_msg_size=256 * 1024,
-            max_age=ORDERS_MAX_AGE_S,
-        ),
-        api.StreamConfig(
-            name=s.stream("EXEC"),
-            description="accepted order commands waiting for their executor",
-            subjects=s.stream_subjects("EXEC"),
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=storage,
-            num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_msg_size=256 * 1024,
-        ),
-        api.StreamConfig(
-            name=s.stream("SYSTEM"),
-            description="actor lifecycle events (supervisor)",
-            subjects=s.stream_subjects("SYSTEM"),
-            retention=api.RetentionPolicy.LIMITS,
-            storage=storage,
-            num_replicas=replicas,
-            max_age=7 * 24 * 3600.0,
-            max_msgs=100_000,
-        ),
-        api.StreamConfig(
-            name=s.stream("AUDIT"),
-            description="every live order send and broker answer (written before the send)",
-            subjects=s.stream_subjects("AUDIT"),
-            retention=api.RetentionPolicy.LIMITS,
-            storage=storage,
-            num_replicas=replicas,
-            max_msg_size=64 * 1024,
-            max_age=AUDIT_MAX_AGE_S,
-        ),
+            duplicate_window=DUPLICATE_WINDOW_S if spec.dedupe else 0,
+            max_msg_size=spec.max_msg_size,
+            max_age=spec.max_age,
+            max_msgs=spec.max_msgs,
+        )
+        for spec in STREAM_SPECS
     ]
 
 
@@ -126,7 +128,7 @@ async def provision(bus: Bus, replicas: int = 1) -> None:
         except BadRequestError as exc:  # exists with another config: keep the data
             log.info("bucket %s exists with another config (%s): kept", name, exc)
         if spec.msg_ttl:
-            info = await bus.js.stream_info(f"KV_{name}")
+            info = await bus.js.stream_info(bus.subjects.kv_stream(spec.name))
             if not info.config.allow_msg_ttl:
                 info.config.allow_msg_ttl = True  # may be turned on, never off
                 await bus.js.update_stream(info.config)
@@ -149,7 +151,7 @@ async def check(bus: Bus) -> list[str]:
     for spec in BUCKET_SPECS:
         name = bus.subjects.bucket(spec.name)
         try:
-            await bus.js.stream_info(f"KV_{name}")
+            await bus.js.stream_info(bus.subjects.kv_stream(spec.name))
         except NotFoundError:
             missing.append(name)
     return missing

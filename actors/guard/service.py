@@ -43,7 +43,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from rbot.bus import codec, keys
+from rbot.bus import codec, keys, msgids
 from rbot.bus.connection import Bus
 from rbot.bus.control import trading_record
 from rbot.bus.kvscan import scan
@@ -61,6 +61,7 @@ from rbot.bus.messages import (
     PlaceReply,
     Position,
     RateWindow,
+    ReplyCode,
     Tick,
     TradingState,
 )
@@ -129,7 +130,7 @@ class OrderGuard(Actor):
             req = codec.decode(request.data, OrderRequest)
         except codec.DecodeError as exc:
             await self._reply(
-                request, PlaceReply(ok=False, code="bad_request", message=str(exc), http_status=400)
+                request, PlaceReply(ok=False, code=ReplyCode.BAD_REQUEST, message=str(exc))
             )
             return
         try:
@@ -137,8 +138,8 @@ class OrderGuard(Actor):
         except Exception as exc:  # boundary: count, log, answer 503
             self.log.exception("guard failed on an order from %s", req.user)
             reply = PlaceReply(
-                ok=False, code="guard_error", message=f"order not accepted: {type(exc).__name__}",
-                http_status=503,
+                ok=False, code=ReplyCode.GUARD_ERROR,
+                message=f"order not accepted: {type(exc).__name__}",
             )  # fmt: skip
         await self._reply(request, reply)
 
@@ -158,15 +159,14 @@ class OrderGuard(Actor):
             await self._publish_rejection(req, limited, durable=False)
             return PlaceReply(
                 ok=False, code=limited.code, message=limited.message,
-                detail=dict(limited.detail or {}), http_status=limited.http_status,
+                detail=dict(limited.detail or {}),
             )  # fmt: skip
         state = await self._trading_state()
         rejection = await self._check(req, state)
         if rejection is None and req.live and req.venue not in self.settings.live_venues():
             rejection = Rejection(
-                code="live_unavailable",
+                code=ReplyCode.LIVE_UNAVAILABLE,
                 message=f"live routing for {req.venue} is not configured on this server",
-                http_status=409,
             )
         if rejection is not None:
             await self._publish_rejection(req, rejection)
@@ -175,7 +175,6 @@ class OrderGuard(Actor):
                 code=rejection.code,
                 message=rejection.message,
                 detail=dict(rejection.detail) if rejection.detail else None,
-                http_status=rejection.http_status,
             )
         record = codec.encode(
             IdemRecord(
@@ -205,10 +204,9 @@ class OrderGuard(Actor):
         if rec.request_hash != digest:
             return PlaceReply(
                 ok=False,
-                code="idempotency_conflict",
+                code=ReplyCode.IDEMPOTENCY_CONFLICT,
                 message="this client_order_id / Idempotency-Key was used for a different order",
                 detail={"order_id": order_id},
-                http_status=409,
             )
         try:
             current = await self.kv_orders.get(keys.order(order_id))
@@ -250,7 +248,7 @@ class OrderGuard(Actor):
     async def _submit(self, order: Order, replayed: bool = False) -> PlaceReply:
         subject = self._exec_subject(order.venue, order.symbol, order.mode)
         data = codec.encode(PlaceCmd(order=order))
-        headers = {"Nats-Msg-Id": f"place.{order.id}"}
+        headers = msgids.headers(msgids.place(order.id))
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 await self.bus.js.publish(subject, data, headers=headers, timeout=2.0)
@@ -260,10 +258,9 @@ class OrderGuard(Actor):
         else:
             return PlaceReply(
                 ok=False,
-                code="bus_unavailable",
+                code=ReplyCode.BUS_UNAVAILABLE,
                 message="the order could not be stored; retry with the same client_order_id",
                 detail={"order_id": order.id},
-                http_status=503,
             )
         return PlaceReply(
             ok=True, order_id=order.id, status="PENDING", mode=order.mode, replayed=replayed
@@ -372,52 +369,35 @@ class OrderGuard(Actor):
     async def _publish_rejection(
         self, req: OrderRequest, rej: Rejection, durable: bool = True
     ) -> None:
-        ev = OrderEvent(
-            order_id=None,
-            user=req.user,
-            venue=req.venue,
-            symbol=req.symbol,
-            side=req.side,
-            qty=req.qty,
-            order_type=req.order_type,
-            status=str(OrderStatus.REJECTED),
-            stop_loss=req.stop_loss,
-            take_profit=req.take_profit,
-            entry_price=req.entry_price,
-            limit_price=req.limit_price,
-            client_order_id=req.client_order_id,
-            reason=rej.code,
-            message=rej.message,
-            mode="live" if req.live else "paper",
-        )
+        ev = OrderEvent.rejected(req, rej.code, rej.message)
         msg_id = uuid.uuid4().hex
         data = codec.encode_envelope("order_rejected", req.venue, ev, id=msg_id)
         if not durable:
             await self.bus.nc.publish(self.bus.subjects.throttled(req.venue, req.symbol), data)
             return
         subject = self.bus.subjects.order_event(req.venue, req.symbol, "order_rejected")
-        await self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=2.0)
+        await self.bus.js.publish(subject, data, headers=msgids.headers(msg_id), timeout=2.0)
 
     # -- cancels ---------------------------------------------------------------
     async def handle_cancel(self, request: Request) -> None:
         try:
             req = codec.decode(request.data, CancelRequest)
         except codec.DecodeError as exc:
-            reply = CancelReply(ok=False, order_id="", code="bad_request", message=str(exc))
+            reply = CancelReply(ok=False, order_id="", code=ReplyCode.BAD_REQUEST, message=str(exc))
         else:
             try:
                 reply = await self.cancel(req)
             except Exception as exc:  # boundary: count, log, answer unavailable
                 self.log.exception("guard failed on a cancel of %s", req.order_id)
                 reply = CancelReply(
-                    ok=False, order_id=req.order_id, code="guard_error",
+                    ok=False, order_id=req.order_id, code=ReplyCode.GUARD_ERROR,
                     message=f"cancel not sent: {type(exc).__name__}",
                 )  # fmt: skip
         await request.respond(codec.encode(reply))
 
     async def cancel(self, req: CancelRequest) -> CancelReply:
         missing = CancelReply(
-            ok=False, order_id=req.order_id, code="order_not_found",
+            ok=False, order_id=req.order_id, code=ReplyCode.ORDER_NOT_FOUND,
             message=f"no order {req.order_id!r}",
         )  # fmt: skip
         if not is_token(req.order_id) or not is_token(req.user):
@@ -432,7 +412,8 @@ class OrderGuard(Actor):
                 return missing
             if order.status not in (OrderStatus.PENDING, OrderStatus.OPEN):
                 return CancelReply(
-                    ok=False, order_id=order.id, status=str(order.status), code="order_final",
+                    ok=False, order_id=order.id, status=str(order.status),
+                    code=ReplyCode.ORDER_FINAL,
                     message=f"order {order.id} is already {order.status}",
                 )  # fmt: skip
             venue, symbol, status, mode = order.venue, order.symbol, order.status, order.mode
@@ -446,7 +427,7 @@ class OrderGuard(Actor):
         await self.bus.js.publish(
             self._exec_subject(venue, symbol, mode),
             codec.encode(cmd),
-            headers={"Nats-Msg-Id": f"cancel.{req.order_id}.{uuid.uuid4().hex[:12]}"},
+            headers=msgids.headers(msgids.cancel(req.order_id, uuid.uuid4().hex[:12])),
             timeout=2.0,
         )
         return CancelReply(
@@ -458,7 +439,7 @@ class OrderGuard(Actor):
         number = order_number(req.order_id)
         if number is None:
             return None
-        stream = f"KV_{self.bus.subjects.bucket('orders')}"
+        stream = self.bus.subjects.kv_stream("orders")
         try:
             msg = await self.bus.js.get_msg(stream, seq=number)
         except NotFoundError:

@@ -40,7 +40,7 @@ from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from rbot.bus import codec, keys, kvcas, userindex
+from rbot.bus import codec, keys, kvcas, msgids, userindex
 from rbot.bus.active import mark_of
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
@@ -83,36 +83,8 @@ _decode_command = msgspec.json.Decoder(ExecCommand)
 
 
 def event_of(change: Change, partition: int) -> OrderEvent:
-    o = change.order
-    return OrderEvent(
-        order_id=o.id,
-        user=o.user,
-        venue=o.venue,
-        symbol=o.symbol,
-        side=o.side,
-        qty=o.qty,
-        order_type=o.order_type,
-        status=str(o.status),
-        mode=o.mode,
-        stop_loss=o.stop_loss,
-        take_profit=o.take_profit,
-        entry_price=o.entry_price,
-        limit_price=o.limit_price,
-        client_order_id=o.client_order_id,
-        expires_at=o.expires_at,
-        fill=change.fill,
-        reason=change.reason,
-        message=o.reject_message,
-        realized_pnl=o.realized_pnl,
-        currency=o.currency if o.realized_pnl is not None else None,
-        created_at=o.created_at or None,
-        opened_at=o.opened_at,
-        closed_at=o.closed_at,
-        entry_fill=o.entry_fill,
-        closing=o.closing,
-        executor=o.executor,
-        epoch=o.epoch,
-        partition=partition,
+    return OrderEvent.of_order(
+        change.order, fill=change.fill, reason=change.reason, partition=partition
     )
 
 
@@ -500,12 +472,12 @@ class PartitionWorker:
         """Publish the change's event; its ORDERS sequence (the original one for a re-publish)."""
         o = change.order
         subject = self.bus.subjects.order_event(o.venue, o.symbol, change.event)
-        msg_id = f"{o.id}.{o.events}"
+        msg_id = msgids.event(o.id, o.events)
         data = codec.encode_envelope(
             change.event, o.venue, event_of(change, self.partition), id=msg_id
         )
         ack = await kvcas.retry(
-            lambda: self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+            lambda: self.bus.js.publish(subject, data, headers=msgids.headers(msg_id))
         )
         return int(ack.seq)
 

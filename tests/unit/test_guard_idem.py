@@ -12,18 +12,9 @@ from hypothesis import strategies as st
 
 from rbot.actors.guard.idem import canonical_decimal, request_hash
 from rbot.bus.messages import OrderRequest
+from tests.helpers import SEED_REQUEST
 
-BASE = OrderRequest(
-    user="alice",
-    venue="oanda",
-    symbol="EUR_USD",
-    side="BUY",
-    order_type="MARKET",
-    qty=D(100),
-    stop_loss=D("1.1600"),
-    take_profit=D("1.1700"),
-    quality_score=D(75),
-)
+BASE = SEED_REQUEST
 
 
 def _wire(**fields: object) -> OrderRequest:

@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 from rbot.actors.guard.rules import (
-    HTTP_STATUS,
     RULES,
     Code,
     GuardContext,
@@ -21,33 +20,14 @@ from rbot.actors.guard.rules import (
     check,
     rate_limited,
 )
-from rbot.bus.messages import OrderRequest, Tick, TradingState
+from rbot.api.errors import GUARD_STATUS, guard_status
+from rbot.bus.messages import OrderRequest, TradingState
+from tests.helpers import SEED_REQUEST, tick
 
 SECRET_PIN = "841921"
 
 
-def tick(symbol: str = "EUR_USD", bid: str | None = "1.1650", ask: str | None = "1.1652") -> Tick:
-    venue = "coinbase" if "-" in symbol else "oanda"
-    return Tick(
-        venue=venue,
-        symbol=symbol,
-        bid=None if bid is None else D(bid),
-        ask=None if ask is None else D(ask),
-        time="t",
-    )
-
-
-BASE_REQ = OrderRequest(
-    user="alice",
-    venue="oanda",
-    symbol="EUR_USD",
-    side="BUY",
-    order_type="MARKET",
-    qty=D(100),
-    stop_loss=D("1.1600"),
-    take_profit=D("1.1700"),
-    quality_score=D(75),
-)
+BASE_REQ = SEED_REQUEST
 SHORT = {"side": "SELL", "stop_loss": D("1.1700"), "take_profit": D("1.1600")}
 LIMIT_BUY = {"order_type": "LIMIT", "limit_price": D("1.1640")}
 LIVE = {"live": True, "pin_ok": True}  # the API checked X-PIN; only the verdict travels
@@ -80,7 +60,7 @@ def ctx(**over: Any) -> GuardContext:
 
 
 def btc_ctx(**over: Any) -> GuardContext:
-    return ctx(tick=tick("BTC-USD", "42500.00", "42500.50"), **over)
+    return ctx(tick=tick("42500.00", "42500.50", "BTC-USD"), **over)
 
 
 C = Code
@@ -194,7 +174,7 @@ CASES: list[tuple[str, dict[str, Any], GuardContext, Code | None]] = [
     ("no limits at all", {"qty": D(10**9)}, ctx(limits={}, default_limits=Limits()), None),
     # 10 price feed
     ("no tick", {}, ctx(tick=None, tick_age_s=None), C.NO_PRICE),
-    ("tick of another symbol", {}, ctx(tick=tick("USD_JPY", "150", "150.02")), C.NO_PRICE),
+    ("tick of another symbol", {}, ctx(tick=tick("150", "150.02", "USD_JPY")), C.NO_PRICE),
     ("empty tick", {}, ctx(tick=tick(bid=None, ask=None)), C.NO_PRICE),
     ("market buy, no ask", {}, ctx(tick=tick(ask=None)), C.NO_PRICE),
     ("market sell, no bid", SHORT, ctx(tick=tick(bid=None)), C.NO_PRICE),
@@ -263,7 +243,7 @@ def test_check(over: dict[str, Any], context: GuardContext, code: Code | None) -
         assert got is None, got
         return
     assert got is not None
-    assert (got.code, got.http_status) == (code, HTTP_STATUS[code])
+    assert got.code == code
     assert got.message and "None" not in got.message
 
 
@@ -324,8 +304,9 @@ def test_checks_run_in_the_documented_order() -> None:
 
 
 def test_every_code_has_a_status() -> None:
-    assert set(HTTP_STATUS) == set(Code)
-    assert {c: HTTP_STATUS[c] for c in Code} == {
+    """The bus carries the code; the API's one table maps every code to HTTP."""
+    assert set(GUARD_STATUS) == set(Code)
+    assert {c: guard_status(c) for c in Code} == {
         C.TRADING_HALTED: 409,
         C.LIVE_DISABLED: 403,
         C.PIN_REQUIRED: 403,
@@ -344,7 +325,16 @@ def test_every_code_has_a_status() -> None:
         C.OCO_WRONG_SIDE: 422,
         C.NOTIONAL_TOO_LARGE: 422,
         C.RATE_LIMITED: 429,
+        C.BAD_REQUEST: 400,
+        C.GUARD_ERROR: 503,
+        C.LIVE_UNAVAILABLE: 409,
+        C.IDEMPOTENCY_CONFLICT: 409,
+        C.BUS_UNAVAILABLE: 503,
+        C.ORDER_NOT_FOUND: 404,
+        C.ORDER_FINAL: 409,
     }
+    assert guard_status("a_code_from_a_newer_guard") == 503
+    assert guard_status(None) == 503
 
 
 def test_long_user_input_is_cut_short_in_messages() -> None:
@@ -465,6 +455,5 @@ def test_rate_limited_rejection(wait: float, header: str) -> None:
     assert rate_limited(wait) == Rejection(
         code=C.RATE_LIMITED,
         message=f"too many orders: try again in {header} s",
-        http_status=429,
         detail={"retry_after": header},
     )
