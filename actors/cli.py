@@ -45,6 +45,7 @@ from rbot.bus.provision import provision
 from . import clustercli
 from .base import Actor, default_instance
 from .heartbeat import read_trading_state
+from .live.preflight import preflight
 from .reporter import Reporter
 from .supervisor import Escalation, Supervisor
 
@@ -151,6 +152,7 @@ async def provision_first(settings: Settings, url: str) -> None:
 
 
 async def cmd_actors(settings: Settings, only: list[str]) -> None:
+    preflight(settings)
     url = settings.nats_url or DEFAULT_URL
     await provision_first(settings, url)
     reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())

@@ -34,6 +34,7 @@ from rbot.actors.cli import (
     run_tree,
     setup,
 )
+from rbot.actors.live.preflight import preflight
 from rbot.actors.natsd import EmbeddedNats
 from rbot.actors.reporter import Reporter
 from rbot.actors.supervisor import ChildSpec, Restart, Supervisor
@@ -77,6 +78,7 @@ async def cmd_up(settings: Settings) -> None:
     from rbot.api.server import ApiServer
 
     settings = embedded_defaults(settings)
+    preflight(settings)
     instance = settings.rbot_instance or default_instance()
     children: list[ChildSpec] = []
     if settings.nats_url:

@@ -42,6 +42,7 @@ from .coinbase_proto import key_algorithm
 from .coinbase_worker import CoinbaseWorker
 from .oanda_broker import OandaOrders
 from .oanda_worker import OandaWorker
+from .preflight import live_on
 from .worker import Broker, LiveWorker
 
 SECRET_FIELDS = ("token", "authorization", "pin", "jwt", "secret")
@@ -75,7 +76,7 @@ class LiveExecutor(Actor):
                 return
             self.ticks[(tick.venue, tick.symbol)] = tick
 
-        venues = self.settings.live_venues() if self._live_on() else []
+        venues = self.settings.live_venues() if live_on(self.settings) else []
         brokers = {venue: self._broker(venue) for venue in venues}  # bad credentials: stop here
         subs = [
             await bus.nc.subscribe(bus.subjects.heartbeats_of(self.name), cb=on_beat),
@@ -107,9 +108,6 @@ class LiveExecutor(Actor):
             await msg.respond(json.dumps({"instance": self.instance, "venues": out}).encode())
 
     # -- leadership ------------------------------------------------------------------
-    def _live_on(self) -> bool:
-        return not self.settings.paper_mode and self.settings.execution_enabled
-
     async def _lead(self, venue: str, broker: Broker) -> None:
         fence = PartitionFence(self.bus, self.kv, live_partition(venue), self.instance)
         silence = 2 * self.settings.rbot_beat_interval_s + 0.25

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,3 +279,26 @@ async def test_r9_live_off_never_reaches_coinbase(settings: Settings, bus: Bus) 
     async with running_stack(s, only=ACTORS, api=False):
         reply = await bus.nc.request(bus.subjects.live_reconcile, b"", timeout=10)
         assert json.loads(reply.data)["venues"] == {}
+
+
+@pytest.mark.parametrize("cmd", ["up", "actors"])
+async def test_a_wrong_api_algo_stops_rbot_before_it_starts(cmd: str, tmp_path: Path) -> None:
+    """No crash loop toward HALTED: ``rbot up`` / ``rbot actors`` exit 2 at once, with the
+    reason and without the key."""
+    _, pem = FakeCoinbase().new_key()
+    env = {
+        **os.environ, "RBOT_DATA_DIR": str(tmp_path), "PAPER_MODE": "false",
+        "EXECUTION_ENABLED": "true", "COINBASE_API_KEY_ID": "organizations/o/apiKeys/k",
+        "COINBASE_API_KEY_SECRET": pem, "COINBASE_API_ALGO": "EdDSA",
+        "NATS_URL": "nats://127.0.0.1:1",  # never reached: the check comes first
+    }  # fmt: skip
+    rbot = Path(sys.executable).parent / "rbot"
+    proc = await asyncio.create_subprocess_exec(
+        str(rbot), cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 2, text
+    assert "COINBASE_API_ALGO=EdDSA disagrees with the key" in text
+    assert "PRIVATE KEY" not in text and pem.splitlines()[1] not in text
