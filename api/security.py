@@ -6,7 +6,9 @@ never from a URL.  An access token is checked for its signature and claims
 (``tokens.py``), then against the store on every request: the user must exist, be
 enabled and still be on the token's credential generation, and the session
 (refresh family) must not be revoked, so logout, password change, disable and
-refresh-token reuse take effect at once.  The role used is the stored one: a
+refresh-token reuse take effect at once.  The store is read through this
+process's ``AuthCache`` (``authcache.py``: kept current by KV watches, no KV
+read per request).  The role used is the stored one: a
 demoted user loses rights without waiting for the token to expire.
 
 Use on routers and parameters::
@@ -32,6 +34,8 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 
+from .authcache import EXTRAS_KEY as AUTH_CACHE_KEY
+from .authcache import AuthCache
 from .context import ApiContext, Ctx
 from .errors import ApiError
 from .passwords import Passwords
@@ -183,12 +187,22 @@ async def _authenticate(
         claims = auth.tokens.decode_access(token)
     except TokenError as exc:
         raise unauthorized(exc.code, str(exc)) from None
-    user = await auth.users(ctx.bus).get(claims.sub)
+    cache = ctx.extras.get(AUTH_CACHE_KEY)
+    if isinstance(cache, AuthCache):  # the records, current by KV watch (authcache.py)
+        user = await cache.user(claims.sub)
+    else:
+        user = await auth.users(ctx.bus).get(claims.sub)
     if user is None or user.token_gen != claims.gen:
         raise unauthorized("token_invalid", "the access token was revoked; sign in again")
     if user.disabled:
         raise forbidden("this account is disabled", "account_disabled")
-    if not await auth.refresh(ctx.bus).active(claims.sid, user.id):
+    if isinstance(cache, AuthCache):
+        fam = await cache.family(claims.sid)
+        active = fam is not None and not fam.revoked and fam.user == user.id
+        active = active and fam is not None and fam.expires > auth.clock()
+    else:
+        active = await auth.refresh(ctx.bus).active(claims.sid, user.id)
+    if not active:
         raise unauthorized("token_invalid", "the session has ended; sign in again")
     if via == "cookie" and request.method not in _SAFE_METHODS:
         origin = request.headers.get("origin")

@@ -1,0 +1,175 @@
+"""The records every authenticated request checks, kept in memory by KV watches.
+
+A request is allowed when its user (KV ``users``: exists, enabled, same
+credential generation) and its session (KV ``tokens`` ``fam_<sid>``: not
+revoked, same user, not expired) still stand.  Reading both from KV on every
+request cost two round trips (issue 12); this process keeps them current
+instead: one watch per bucket delivers every change within milliseconds of the
+write, on every API replica, so logout, disable and a role change take effect
+at once here too.
+
+Correctness, not a TTL guess:
+
+- the watches start *before* the snapshot (``kvscan.scan``, which knows exactly
+  when it has every value; never the watch's end-of-initial-values marker),
+  and each key keeps the record with the highest revision seen from either, so
+  a write racing the snapshot cannot be lost or reordered;
+- until the snapshot is in, and while the bus is down, lookups read KV
+  (``live`` is false); on every reconnect the watches are re-created and the
+  snapshot re-read (a watch is a hint: it may have missed changes meanwhile);
+- a key the cache does not hold is read from KV (a session started on another
+  replica a moment ago may not have reached this one's watch yet): a miss never
+  grants more than the store would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from rbot.bus import keys
+from rbot.bus.connection import Bus
+from rbot.bus.kvscan import scan
+from rbot.bus.subjects import is_token
+from rbot.bus.timing import raise_if_cancelled
+
+from .tokens import FamilyRecord, family_key
+from .users import UserRecord
+
+log = logging.getLogger("rbot.api.auth")
+
+EXTRAS_KEY = "authcache"
+FAMILY_PREFIX = family_key("")
+
+_user_dec = msgspec.json.Decoder(UserRecord)
+_family_dec = msgspec.json.Decoder(FamilyRecord)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Table(Generic[T]):
+    """One bucket's records by key, each with the revision it came from."""
+
+    decode: Callable[[bytes], T]
+    accept: Callable[[str], bool]
+    rows: dict[str, tuple[int, T | None]] = field(default_factory=dict)
+
+    def apply(self, key: str, revision: int, value: bytes | None) -> None:
+        """Keep ``value`` (``None``: deleted) unless a newer revision is already held."""
+        if not self.accept(key):
+            return
+        held = self.rows.get(key)
+        if held is not None and held[0] >= revision:
+            return
+        try:
+            record = None if value is None else self.decode(value)
+        except msgspec.DecodeError:
+            log.warning("auth cache: undecodable record at revision %d", revision)
+            record = None
+        self.rows[key] = (revision, record)
+
+    def entry(self, entry: KeyValue.Entry) -> None:
+        deleted = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
+        self.apply(entry.key, entry.revision or 0, None if deleted else entry.value)
+
+
+def _is_user_key(key: str) -> bool:
+    return key != keys.ADMINS
+
+
+def _is_family_key(key: str) -> bool:
+    return key.startswith(FAMILY_PREFIX)
+
+
+class AuthCache:
+    """Users and session families of this API process, current by KV watch."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.users: _Table[UserRecord] = _Table(_user_dec.decode, _is_user_key)
+        self.families: _Table[FamilyRecord] = _Table(_family_dec.decode, _is_family_key)
+        self.live = False  # the snapshot is in and the watches run
+        self.loaded = asyncio.Event()  # set after each complete (re)load: tests wait on it
+        self.loads = 0
+
+    # -- lookups ------------------------------------------------------------------
+    async def user(self, uid: str) -> UserRecord | None:
+        if not is_token(uid) or not _is_user_key(uid):
+            return None
+        return await self._lookup(self.users, "users", uid)
+
+    async def family(self, sid: str) -> FamilyRecord | None:
+        """The session's refresh family (``sid`` from the access token)."""
+        if not is_token(sid):
+            return None
+        return await self._lookup(self.families, "tokens", family_key(sid))
+
+    async def _lookup(self, table: _Table[T], bucket: str, key: str) -> T | None:
+        if self.live and self.bus.connected:
+            held = table.rows.get(key)
+            if held is not None:
+                return held[1]
+        # not loaded yet, the bus is down (the answer is 503 anyway), or a record this
+        # process has not seen yet: the store decides
+        kv = await self.bus.kv(bucket)
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        table.entry(entry)
+        held = table.rows.get(key)
+        return None if held is None else held[1]
+
+    # -- keeping it current -----------------------------------------------------------
+    async def run(self) -> None:
+        """Load, follow both buckets, and load again after every reconnect. Never returns."""
+        while True:
+            seen = self.bus.reconnects
+            self.live = False
+            await self._load_and_follow(seen)
+
+    async def _load_and_follow(self, seen: int) -> None:
+        """One load: until the next reconnect after ``seen``."""
+        buckets: tuple[tuple[KeyValue, _Table[Any]], ...] = (
+            (await self.bus.kv("users"), self.users),
+            (await self.bus.kv("tokens"), self.families),
+        )
+        async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+            followers = []
+            for kv, table in buckets:
+                # the watches first, the snapshot second: nothing written in between is lost
+                watcher = await kv.watch(">")
+                stack.push_async_callback(watcher.stop)
+                raise_if_cancelled()  # nats-py's requests may swallow a cancellation
+                followers.append(tg.create_task(_follow(watcher, table)))
+            for kv, table in buckets:
+                for entry in await scan(kv, ">"):  # tokens: not only families (keys undotted)
+                    table.entry(entry)
+                raise_if_cancelled()
+            if self.bus.reconnects == seen:  # else: reconnected meanwhile, load again
+                self.live = True
+                self.loads += 1
+                self.loaded.set()
+                log.debug("auth cache: %d users, %d sessions",
+                          len(self.users.rows), len(self.families.rows))  # fmt: skip
+                try:
+                    await self.bus.reconnected_after(seen)  # a watch is a hint: re-create it
+                finally:
+                    self.live = False
+            for f in followers:
+                f.cancel()
+
+
+async def _follow(watcher: KeyValue.KeyWatcher, table: _Table[T]) -> None:
+    async for entry in watcher:
+        if entry is not None:  # None: the end-of-initial-values marker (not used)
+            table.entry(entry)
