@@ -16,7 +16,6 @@ from rbot.bus.identities import OPERATOR
 from rbot.bus.provision import provision
 
 from . import errors, marketcache, middleware
-from .authcache import EXTRAS_KEY as AUTH_CACHE_KEY
 from .authcache import AuthCache
 from .candles import watch_ticks
 from .context import ApiContext
@@ -42,7 +41,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
             await provision(bus, settings.rbot_replicas)
         ctx = ApiContext(settings=settings, bus=bus)
         ctx.extras[AUTH_KEY] = auth_services
-        auth_cache = ctx.extras[AUTH_CACHE_KEY] = AuthCache(bus)
+        auth_cache = auth_services.cache = AuthCache(bus)
         await auth_services.passwords.warm()
         app.state.ctx = ctx
         await marketcache.start(ctx)

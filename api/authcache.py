@@ -41,12 +41,11 @@ from rbot.bus.kvscan import scan
 from rbot.bus.subjects import is_token
 from rbot.bus.timing import raise_if_cancelled
 
-from .tokens import FamilyRecord, family_key
-from .users import UserRecord
+from .tokens import FamilyRecord, RefreshStore, family_key
+from .users import UserRecord, UserStore
 
 log = logging.getLogger("rbot.api.auth")
 
-EXTRAS_KEY = "authcache"
 FAMILY_PREFIX = family_key("")
 
 _user_dec = msgspec.json.Decoder(UserRecord)
@@ -62,6 +61,13 @@ class _Table(Generic[T]):
     decode: Callable[[bytes], T]
     accept: Callable[[str], bool]
     rows: dict[str, tuple[int, T | None]] = field(default_factory=dict)
+    # keys this process just wrote: read from KV until a read started after the write
+    dirty: dict[str, int] = field(default_factory=dict)
+    marks: int = 0
+
+    def touch(self, key: str) -> None:
+        self.marks += 1
+        self.dirty[key] = self.marks
 
     def apply(self, key: str, revision: int, value: bytes | None) -> None:
         """Keep ``value`` (``None``: deleted) unless a newer revision is already held."""
@@ -100,6 +106,7 @@ class AuthCache:
         self.live = False  # the snapshot is in and the watches run
         self.loaded = asyncio.Event()  # set after each complete (re)load: tests wait on it
         self.loads = 0
+        self.changed = asyncio.Event()  # set on each change a watch delivers (tests wait on it)
 
     # -- lookups ------------------------------------------------------------------
     async def user(self, uid: str) -> UserRecord | None:
@@ -114,20 +121,39 @@ class AuthCache:
         return await self._lookup(self.families, "tokens", family_key(sid))
 
     async def _lookup(self, table: _Table[T], bucket: str, key: str) -> T | None:
-        if self.live and self.bus.connected:
+        mark = table.dirty.get(key)
+        if mark is None and self.live and self.bus.connected:
             held = table.rows.get(key)
             if held is not None:
                 return held[1]
-        # not loaded yet, the bus is down (the answer is 503 anyway), or a record this
-        # process has not seen yet: the store decides
+        # not loaded yet, the bus is down (the answer is 503 anyway), a record this
+        # process has not seen yet, or one it has just written: the store decides
         kv = await self.bus.kv(bucket)
         try:
             entry = await kv.get(key)
         except KeyNotFoundError:
+            entry = None
+        if mark is not None and table.dirty.get(key) == mark:
+            del table.dirty[key]  # this read started after the write: the cache has it now
+        if entry is None:
             return None
         table.entry(entry)
         held = table.rows.get(key)
         return None if held is None else held[1]
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher, table: _Table[T]) -> None:
+        async for entry in watcher:
+            if entry is not None:  # None: the end-of-initial-values marker (not used)
+                table.entry(entry)
+                self.changed.set()
+
+    def touch_user(self, uid: str) -> None:
+        """This process changed the user: its own next request reads it from KV (the
+        watch delivers the change within milliseconds, but not before the reply)."""
+        self.users.touch(uid)
+
+    def touch_family(self, sid: str) -> None:
+        self.families.touch(family_key(sid))
 
     # -- keeping it current -----------------------------------------------------------
     async def run(self) -> None:
@@ -150,7 +176,7 @@ class AuthCache:
                 watcher = await kv.watch(">")
                 stack.push_async_callback(watcher.stop)
                 raise_if_cancelled()  # nats-py's requests may swallow a cancellation
-                followers.append(tg.create_task(_follow(watcher, table)))
+                followers.append(tg.create_task(self._follow(watcher, table)))
             for kv, table in buckets:
                 for entry in await scan(kv, ">"):  # tokens: not only families (keys undotted)
                     table.entry(entry)
@@ -169,7 +195,29 @@ class AuthCache:
                 f.cancel()
 
 
-async def _follow(watcher: KeyValue.KeyWatcher, table: _Table[T]) -> None:
-    async for entry in watcher:
-        if entry is not None:  # None: the end-of-initial-values marker (not used)
-            table.entry(entry)
+class WriteThroughUsers(UserStore):
+    """The user store for API routes: a change is seen at once by this process."""
+
+    def __init__(self, bus: Bus, cache: AuthCache) -> None:
+        super().__init__(bus)
+        self._cache = cache
+
+    async def update(self, uid: str, change: Callable[[UserRecord], UserRecord]) -> UserRecord:
+        try:
+            return await super().update(uid, change)
+        finally:
+            self._cache.touch_user(uid)
+
+
+class WriteThroughRefresh(RefreshStore):
+    """The refresh store for API routes: a revoked session is seen at once here."""
+
+    def __init__(self, bus: Bus, cache: AuthCache, clock: Callable[[], float]) -> None:
+        super().__init__(bus, clock=clock)
+        self._cache = cache
+
+    async def revoke_family(self, family: str, reason: str) -> None:
+        try:
+            await super().revoke_family(family, reason)
+        finally:
+            self._cache.touch_family(family)

@@ -34,8 +34,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 
-from .authcache import EXTRAS_KEY as AUTH_CACHE_KEY
-from .authcache import AuthCache
+from .authcache import AuthCache, WriteThroughRefresh, WriteThroughUsers
 from .context import ApiContext, Ctx
 from .errors import ApiError
 from .passwords import Passwords
@@ -72,6 +71,7 @@ class Auth:
     tokens: TokenService
     passwords: Passwords
     clock: Callable[[], float] = field(default=time.time)
+    cache: AuthCache | None = None  # set by the app's lifespan (it needs the bus)
 
     @classmethod
     def build(cls, settings: Settings, passwords: Passwords | None = None) -> Auth:
@@ -90,9 +90,13 @@ class Auth:
         return auth
 
     def users(self, bus: Bus) -> UserStore:
+        if self.cache is not None:
+            return WriteThroughUsers(bus, self.cache)
         return UserStore(bus)
 
     def refresh(self, bus: Bus) -> RefreshStore:
+        if self.cache is not None:
+            return WriteThroughRefresh(bus, self.cache, self.clock)
         return RefreshStore(bus, clock=self.clock)
 
     @property
@@ -187,8 +191,8 @@ async def _authenticate(
         claims = auth.tokens.decode_access(token)
     except TokenError as exc:
         raise unauthorized(exc.code, str(exc)) from None
-    cache = ctx.extras.get(AUTH_CACHE_KEY)
-    if isinstance(cache, AuthCache):  # the records, current by KV watch (authcache.py)
+    cache = auth.cache
+    if cache is not None:  # the records, current by KV watch (authcache.py)
         user = await cache.user(claims.sub)
     else:
         user = await auth.users(ctx.bus).get(claims.sub)
@@ -196,7 +200,7 @@ async def _authenticate(
         raise unauthorized("token_invalid", "the access token was revoked; sign in again")
     if user.disabled:
         raise forbidden("this account is disabled", "account_disabled")
-    if isinstance(cache, AuthCache):
+    if cache is not None:
         fam = await cache.family(claims.sid)
         active = fam is not None and not fam.revoked and fam.user == user.id
         active = active and fam is not None and fam.expires > auth.clock()
