@@ -28,7 +28,7 @@ from typing import Any
 import nats.errors
 from pydantic import SecretStr
 
-from rbot.bus import codec, fence, keys
+from rbot.bus import codec, eventloop, fence, keys
 from rbot.bus.active import order_counts
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
@@ -462,7 +462,7 @@ def _run(coro: Coroutine[Any, Any, Any]) -> int:
             return 0
 
     try:
-        result = asyncio.run(main())
+        result = eventloop.run(main())  # uvloop when installed
     except PartitionsChanged as exc:
         print(f"rbot: {exc}", file=sys.stderr)
         return 2
