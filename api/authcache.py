@@ -10,16 +10,20 @@ at once here too.
 
 Correctness, not a TTL guess:
 
-- the watches start *before* the snapshot (``kvscan.scan``, which knows exactly
-  when it has every value; never the watch's end-of-initial-values marker),
-  and each key keeps the record with the highest revision seen from either, so
-  a write racing the snapshot cannot be lost or reordered;
-- until the snapshot is in, and while the bus is down, lookups read KV
-  (``live`` is false); on every reconnect the watches are re-created and the
-  snapshot re-read (a watch is a hint: it may have missed changes meanwhile);
+- a watch delivers each key's current value, then every change, in stream
+  order; each key keeps the record with the highest revision seen (from the
+  watch or from a read), so nothing is reordered;
 - a key the cache does not hold is read from KV (a session started on another
   replica a moment ago may not have reached this one's watch yet): a miss never
-  grants more than the store would.
+  grants more than the store would, so no snapshot is needed before serving
+  (and none is taken: the ``api`` NATS identity may watch these buckets but not
+  pull from them; the watch's end-of-initial-values marker is not used either);
+- while the bus is down lookups read KV (the routes answer 503 anyway); on
+  every reconnect the watches are re-created and what they held is forgotten (a
+  watch is a hint: it may have missed changes meanwhile);
+- a change this process makes itself (logout, disable, role, password) marks
+  the key, and the next lookup reads KV: the caller's own next request sees it
+  even before the watch delivers it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from rbot.bus import keys
 from rbot.bus.connection import Bus
-from rbot.bus.kvscan import scan
 from rbot.bus.subjects import is_token
 from rbot.bus.timing import raise_if_cancelled
 
@@ -164,7 +167,7 @@ class AuthCache:
             await self._load_and_follow(seen)
 
     async def _load_and_follow(self, seen: int) -> None:
-        """One load: until the next reconnect after ``seen``."""
+        """One generation of watches: until the next reconnect after ``seen``."""
         buckets: tuple[tuple[KeyValue, _Table[Any]], ...] = (
             (await self.bus.kv("users"), self.users),
             (await self.bus.kv("tokens"), self.families),
@@ -172,21 +175,17 @@ class AuthCache:
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
             followers = []
             for kv, table in buckets:
-                # the watches first, the snapshot second: nothing written in between is lost
+                # what an earlier watch left may be stale (it may have missed changes
+                # while the bus was away): forget it; a miss reads the store
+                table.rows.clear()
                 watcher = await kv.watch(">")
                 stack.push_async_callback(watcher.stop)
                 raise_if_cancelled()  # nats-py's requests may swallow a cancellation
                 followers.append(tg.create_task(self._follow(watcher, table)))
-            for kv, table in buckets:
-                for entry in await scan(kv, ">"):  # tokens: not only families (keys undotted)
-                    table.entry(entry)
-                raise_if_cancelled()
-            if self.bus.reconnects == seen:  # else: reconnected meanwhile, load again
+            if self.bus.reconnects == seen:  # else: reconnected meanwhile, start again
                 self.live = True
                 self.loads += 1
                 self.loaded.set()
-                log.debug("auth cache: %d users, %d sessions",
-                          len(self.users.rows), len(self.families.rows))  # fmt: skip
                 try:
                     await self.bus.reconnected_after(seen)  # a watch is a hint: re-create it
                 finally:
