@@ -1,15 +1,15 @@
-"""The ``rbot`` command: the composition root of the system.
+"""The actor side of the ``rbot`` command (``rbot.cli`` parses and dispatches).
 
-    rbot up                 embedded nats-server + every actor + the API (127.0.0.1:8787)
     rbot actors [--only N]  actors alone, against NATS_URL (run it on many machines)
-    rbot api                the API alone, against NATS_URL
     rbot tap [SUBJECT]      pretty-print bus traffic (default rbot.evt.>)
-    rbot user ...           manage users without HTTP
     rbot creds [IDENTITY]   the NATS identities; ``rbot creds tap``: how to tap with the NATS CLI
+    rbot status             trading state, partitions, order counts, actors
+    rbot reconcile          ask the live executor to compare with the broker
     rbot cluster-config DIR a 3-node NATS cluster's configs (users, TLS routes)
 
-This module is the one place allowed to import both ``actors`` and ``api``
-(lazily, in the commands that need them): it wires the tree, nothing else.
+Also the pieces ``rbot up`` composes (``build_actors``, ``actor_supervisor``,
+``run_tree``, ``halt_trading``, ``provision_first``).  Nothing here imports
+``rbot.api``: ``rbot actors`` never loads the API (nor argon2).
 """
 
 from __future__ import annotations
@@ -18,25 +18,20 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import nats.errors
-from pydantic import SecretStr
 
 from rbot.bus import codec, eventloop, fence, keys
 from rbot.bus.active import order_counts
-from rbot.bus.config import Settings
+from rbot.bus.config import DEFAULT_NATS_URL, Settings
 from rbot.bus.connection import connect
 from rbot.bus.credentials import (
     CredentialsError,
     auth_for,
-    creds_dir,
-    ensure_credentials,
     local_defaults,
     operator_auth,
 )
@@ -47,15 +42,15 @@ from rbot.bus.migrate import PartitionsChanged, migrate
 from rbot.bus.outage import is_outage
 from rbot.bus.provision import provision
 
-from . import clustercli, usercli
+from . import clustercli
 from .base import Actor, default_instance
 from .heartbeat import read_trading_state
 from .reporter import Reporter
-from .supervisor import ChildSpec, Escalation, Restart, Supervisor
+from .supervisor import Escalation, Supervisor
 
 log = logging.getLogger("rbot")
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
+DEFAULT_URL = DEFAULT_NATS_URL
 
 
 def _setup_logging(level: str) -> None:
@@ -100,7 +95,7 @@ async def halt_trading(settings: Settings, url: str, reason: str) -> None:
         await bus.close()
 
 
-def _actor_supervisor(
+def actor_supervisor(
     settings: Settings, url: Callable[[], str], only: list[str], reporter: Reporter
 ) -> Supervisor:
     actors = build_actors(settings, url, only)
@@ -115,123 +110,11 @@ def _actor_supervisor(
     )
 
 
-async def _run_tree(root: Supervisor, reporter: Reporter, banner: Callable[[], None]) -> None:
+async def run_tree(root: Supervisor, reporter: Reporter, banner: Callable[[], None]) -> None:
     async with asyncio.TaskGroup() as tg:
         rep = tg.create_task(reporter.run())
         await root.run(banner)
         rep.cancel()
-
-
-def embedded_defaults(settings: Settings) -> Settings:
-    """What the one-command local run needs and a fresh clone lacks.
-
-    * no ARENA_SECRET_KEY: a random key is made once and kept in
-      ``<RBOT_DATA_DIR>/secret.key`` (mode 0600), so tokens survive restarts;
-    * on loopback, self-registration opens as trader unless RBOT_OPEN_REGISTRATION
-      says otherwise (the seed's quick start registers, then trades);
-    * the embedded server (no NATS_URL): one NATS password per identity in
-      ``<RBOT_DATA_DIR>/nats-identities`` (0700 folder, 0600 files), made once.
-    """
-    update: dict[str, object] = {}
-    if not settings.nats_url and settings.nats_creds_dir is None and settings.nats_user is None:
-        folder = creds_dir(settings.rbot_data_dir)
-        ensure_credentials(folder)
-        update["nats_creds_dir"] = folder
-    if settings.arena_secret_key is None:
-        data = Path(settings.rbot_data_dir)
-        data.mkdir(parents=True, exist_ok=True)
-        key_file = data / "secret.key"
-        if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-        update["arena_secret_key"] = SecretStr(key_file.read_text().strip())
-    loopback = settings.rbot_api_host in ("127.0.0.1", "localhost", "::1")
-    if loopback and "RBOT_OPEN_REGISTRATION" not in os.environ:
-        update["rbot_open_registration"] = "trader"
-    return settings.model_copy(update=update) if update else settings
-
-
-async def cmd_up(settings: Settings) -> None:
-    from rbot.api.server import ApiServer
-
-    from .natsd import EmbeddedNats
-
-    settings = embedded_defaults(settings)
-    instance = settings.rbot_instance or default_instance()
-    children: list[ChildSpec] = []
-    if settings.nats_url:
-        url: Callable[[], str] = lambda: settings.nats_url or DEFAULT_URL  # noqa: E731
-        nats_line = settings.nats_url
-    else:
-        natsd = EmbeddedNats(
-            settings,
-            port=int(os.environ.get("RBOT_NATS_PORT", "4222")),
-            monitor_port=int(os.environ.get("RBOT_NATS_MONITOR_PORT", "8222")),
-            instance=instance,
-        )
-        children.append(natsd.spec())  # restarts its own server: never counts below
-        url = lambda: natsd.url  # noqa: E731
-        nats_line = "embedded"
-    reporter = Reporter(settings, url, instance)
-    if not settings.nats_url:
-        natsd.report = reporter.report
-    if settings.nats_url:
-        reporter.nats_up.set()
-    api = ApiServer(settings, url)
-    admin_note: list[str] = []
-
-    async def bootstrap(ready: Callable[[], None]) -> None:
-        from rbot.api.users import ensure_admin
-
-        bus = await connect(
-            url(), settings.subjects(), "rbot-bootstrap", auth=operator_auth(settings)
-        )
-        try:
-            created = await ensure_admin(bus)
-        finally:
-            await bus.close()
-        if created:
-            email, password = created
-            admin_note.append(
-                f"  first start: created admin {email} with password {password}\n"
-                "  (shown once; change it with POST /auth/password)"
-            )
-        ready()
-
-    children += [
-        ChildSpec("bootstrap", bootstrap, restart=Restart.TRANSIENT),
-        ChildSpec(
-            "actors", _actor_supervisor(settings, url, [], reporter).run, shutdown_timeout=20
-        ),
-        ChildSpec("api", api.main, shutdown_timeout=10),
-    ]
-    root = Supervisor(
-        children,
-        name="rbot",
-        max_restarts=5,
-        max_seconds=60.0,
-        report=reporter.report,
-        on_escalate=lambda why: halt_trading(settings, url(), why),
-        outage=is_outage,
-    )
-
-    def banner() -> None:
-        host = settings.rbot_api_host
-        lines = [
-            "",
-            "RBOT Arena is up (paper mode)",
-            f"  dashboard  http://{host}:{api.port}/",
-            f"  API docs   http://{host}:{api.port}/docs",
-            f"  NATS       {url()} ({nats_line})",
-            f"  tap        rbot tap   or   nats sub '{settings.rbot_prefix}.evt.>' (rbot creds tap)",
-            *admin_note,
-            "  Ctrl-C stops everything",
-            "",
-        ]
-        print("\n".join(lines), flush=True)
-
-    await _run_tree(root, reporter, banner)
 
 
 PROVISION_ATTEMPTS = 10
@@ -272,29 +155,9 @@ async def cmd_actors(settings: Settings, only: list[str]) -> None:
     await provision_first(settings, url)
     reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
     reporter.nats_up.set()
-    root = _actor_supervisor(settings, lambda: url, only, reporter)
+    root = actor_supervisor(settings, lambda: url, only, reporter)
     names = ", ".join(a for a in (only or ["all"]))
-    await _run_tree(root, reporter, lambda: print(f"actors running ({names}) on {url}", flush=True))
-
-
-async def cmd_api(settings: Settings) -> None:
-    from rbot.api.server import ApiServer
-
-    url = settings.nats_url or DEFAULT_URL
-    await provision_first(settings, url)
-    api = ApiServer(settings.model_copy(update={"nats_url": url}))
-    reporter = Reporter(settings, lambda: url, settings.rbot_instance or default_instance())
-    reporter.nats_up.set()
-    root = Supervisor(
-        [ChildSpec("api", api.main)], name="api", report=reporter.report, outage=is_outage
-    )
-    await _run_tree(
-        root,
-        reporter,
-        lambda: print(
-            f"API on http://{settings.rbot_api_host}:{api.port}/ (NATS {url})", flush=True
-        ),
-    )
+    await run_tree(root, reporter, lambda: print(f"actors running ({names}) on {url}", flush=True))
 
 
 async def cmd_tap(
@@ -422,14 +285,10 @@ def format_tap(subject: str, data: bytes, raw: bool = False) -> str:
     return f"{env.ts[11:23]} {subject:<44} {env.type:<16} {env.source:<14} {body}"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rbot", description="RBOT Arena")
-    p.add_argument("--log-level", default=os.environ.get("RBOT_LOG_LEVEL", "INFO"))
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("up", help="run everything: embedded NATS, actors and the API")
+def add_parsers(sub: Any) -> None:
+    """Register the actor-side commands on the ``rbot`` sub-parsers (``rbot.cli``)."""
     a = sub.add_parser("actors", help="run actors against NATS_URL")
     a.add_argument("--only", nargs="+", default=[], metavar="NAME")
-    sub.add_parser("api", help="run the API against NATS_URL")
     t = sub.add_parser("tap", help="print bus traffic")
     t.add_argument("subject", nargs="?", default="rbot.evt.>")
     t.add_argument("--raw", action="store_true", help="print the JSON as it is on the wire")
@@ -442,12 +301,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="trading state, executor partitions, order counts, actors")
     r = sub.add_parser("reconcile", help="compare live orders with the broker now")
     r.add_argument("--timeout", type=float, default=60.0)
-    usercli.add_parser(sub)
     clustercli.add_parser(sub)
-    return p
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> int:
+def run_main(coro: Coroutine[Any, Any, Any]) -> int:
     """Run with SIGINT/SIGTERM cancelling the main task: clean, reverse-order stop."""
 
     async def main() -> Any:
@@ -486,32 +343,26 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    _setup_logging(args.log_level)
-    settings = local_defaults(Settings())
-    if args.cmd == "up":
-        return _run(cmd_up(settings))
+def setup(log_level: str) -> Settings:
+    """Logging and the settings every command starts from."""
+    _setup_logging(log_level)
+    return local_defaults(Settings())
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int | None:
+    """Run an actor-side command (``add_parsers``); None if ``args.cmd`` is not one."""
     if args.cmd == "actors":
-        return _run(cmd_actors(settings, args.only))
-    if args.cmd == "api":
-        return _run(cmd_api(settings))
+        return run_main(cmd_actors(settings, args.only))
     if args.cmd == "tap":
         if args.subject == "rbot.evt.>" and settings.rbot_prefix != "rbot":
             args.subject = "evt.>"
-        return _run(cmd_tap(settings, args.subject, args.raw, args.count, args.identity))
+        return run_main(cmd_tap(settings, args.subject, args.raw, args.count, args.identity))
     if args.cmd == "creds":
         return cmd_creds(settings, args.identity)
     if args.cmd == "status":
-        return _run(cmd_status(settings))
-    if args.cmd == "user":
-        return _run(usercli.run(args, settings))
+        return run_main(cmd_status(settings))
     if args.cmd == "reconcile":
-        return _run(cmd_reconcile(settings, args.timeout))
+        return run_main(cmd_reconcile(settings, args.timeout))
     if args.cmd == "cluster-config":
         return clustercli.run(args, settings)
-    raise SystemExit(2)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return None

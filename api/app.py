@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from rbot.bus.config import Settings
+from rbot.bus.config import DEFAULT_NATS_URL, Settings
 from rbot.bus.connection import connect
 from rbot.bus.credentials import auth_for
 from rbot.bus.identities import OPERATOR
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = settings.nats_url or "nats://127.0.0.1:4222"
+        url = settings.nats_url or DEFAULT_NATS_URL
         bus = await connect(
             url, settings.subjects(), f"rbot-api-{instance}", auth=auth_for(settings, "api")
         )

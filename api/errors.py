@@ -8,13 +8,17 @@ a client never sees a bare 500 page or a traceback.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rbot.bus.messages import ReplyCode
 
 log = logging.getLogger("rbot.api")
 
@@ -31,6 +35,50 @@ _STATUS_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+# the order guard's stable codes (on the bus) -> HTTP; the one place they meet.
+# 409: the request is fine, the server's current state refuses it (a halt,
+# reduce-only, no fresh price); 403: the live gate (R6); 422: a request that can
+# never pass; 5xx only for a broken or unreachable part (see actors/guard/rules.py)
+GUARD_STATUS: Final[Mapping[ReplyCode, int]] = MappingProxyType(
+    {
+        ReplyCode.TRADING_HALTED: 409,
+        ReplyCode.LIVE_DISABLED: 403,
+        ReplyCode.PIN_REQUIRED: 403,
+        ReplyCode.PIN_INVALID: 403,
+        ReplyCode.UNKNOWN_SYMBOL: 422,
+        ReplyCode.QTY_INVALID: 422,
+        ReplyCode.TRADING_REDUCING: 409,
+        ReplyCode.TTL_TOO_LONG: 422,
+        ReplyCode.OCO_MISSING: 422,
+        ReplyCode.PRICE_INVALID: 422,
+        ReplyCode.QUALITY_MISSING: 422,
+        ReplyCode.QUALITY_TOO_LOW: 422,
+        ReplyCode.QTY_TOO_LARGE: 422,
+        ReplyCode.NO_PRICE: 409,
+        ReplyCode.STALE_PRICE: 409,
+        ReplyCode.OCO_WRONG_SIDE: 422,
+        ReplyCode.NOTIONAL_TOO_LARGE: 422,
+        ReplyCode.RATE_LIMITED: 429,
+        ReplyCode.BAD_REQUEST: 400,
+        ReplyCode.GUARD_ERROR: 503,
+        ReplyCode.LIVE_UNAVAILABLE: 409,
+        ReplyCode.IDEMPOTENCY_CONFLICT: 409,
+        ReplyCode.BUS_UNAVAILABLE: 503,
+        ReplyCode.ORDER_NOT_FOUND: 404,
+        ReplyCode.ORDER_FINAL: 409,
+    }
+)
+
+
+def guard_status(code: str | None) -> int:
+    """The HTTP status for a guard's refusal; a code this API does not know is 503
+    (a newer guard than this API: a server-side mismatch, not the client's fault)."""
+    try:
+        return GUARD_STATUS[ReplyCode(code or "")]
+    except ValueError:
+        return 503
 
 
 class ErrorOut(BaseModel):

@@ -15,13 +15,12 @@ SEED_OANDA = {
 }  # fmt: skip
 
 
-def place_cmd(n: int) -> bytes:
-    """A ``PlaceCmd`` as the guard publishes it to ``EXEC`` (about 0.6 KiB)."""
+def _order(n: int, user: str = "u-0123456789abcdef") -> Order:
     now = codec.now_iso()
     expires = codec.utc_iso(codec.parse_iso(now) + dt.timedelta(minutes=360))
-    order = Order(
+    return Order(
         id=f"paper-oanda-{n}",
-        user="u-0123456789abcdef",
+        user=user,
         venue="oanda",
         symbol="EUR_USD",
         side="BUY",
@@ -34,23 +33,14 @@ def place_cmd(n: int) -> bytes:
         created_at=now,
         expires_at=expires,
     )
-    return codec.encode(PlaceCmd(order=order))
+
+
+def place_cmd(n: int) -> bytes:
+    """A ``PlaceCmd`` as the guard publishes it to ``EXEC`` (about 0.6 KiB)."""
+    return codec.encode(PlaceCmd(order=_order(n)))
 
 
 def order_event(n: int, user: str) -> bytes:
     """An ``oco_placed`` envelope as the executor publishes it to ``ORDERS``."""
-    ev = OrderEvent(
-        order_id=f"paper-oanda-{n}",
-        user=user,
-        venue="oanda",
-        symbol="EUR_USD",
-        side="BUY",
-        qty=Decimal(100),
-        order_type="MARKET",
-        status="PENDING",
-        stop_loss=Decimal("1.16"),
-        take_profit=Decimal("1.17"),
-        entry_price=Decimal("1.1655"),
-        expires_at=codec.now_iso(),
-    )
+    ev = OrderEvent.of_order(_order(n, user), partition=n % 8)
     return codec.encode_envelope("oco_placed", "oanda", ev)

@@ -1,6 +1,6 @@
 """The system under test, in a process of its own: ``python -m bench.stack_proc URL PREFIX``.
 
-``tests.stack.running_stack`` (the real supervisor, actors and uvicorn) with
+``rbot.cli.stack.running_stack`` (the real supervisor, actors and uvicorn) with
 the API and the ``order_guard`` only: an order's path is HTTP -> API -> NATS
 request -> guard (KV reads, idempotency ``create``) -> JetStream PubAck -> reply.
 Beside it, a bare NATS echo responder on its own connection (the baseline a
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import socket
 import sys
@@ -34,11 +35,13 @@ from rbot.bus import eventloop, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.provision import provision
-from tests.stack import publish_tick, running_stack
+from rbot.cli.stack import publish_tick, running_stack
 
 from .payloads import SEED_OANDA
 
 ACTORS = ["order_guard", "paper_executor"]
+# the one login's hash at the tests' cost, as when this stack came from tests/stack.py
+os.environ.setdefault("RBOT_ARGON2_FAST", "1")
 
 
 def bench_settings(url: str, prefix: str) -> Settings:

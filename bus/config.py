@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .subjects import Subjects
 
+# where a process looks for NATS when NATS_URL is not set (rbot up's embedded server)
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_OANDA_SYMBOLS = "EUR_USD,GBP_USD,USD_JPY,AUD_USD"
 DEFAULT_COINBASE_SYMBOLS = "BTC-USD,ETH-USD,SOL-USD"
 

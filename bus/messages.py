@@ -182,15 +182,52 @@ class Account(msgspec.Struct, kw_only=True):
     unconverted: dict[str, Decimal] = msgspec.field(default_factory=dict)
 
 
+class ReplyCode(enum.StrEnum):
+    """Every stable ``code`` the order guard answers with (``PlaceReply``,
+    ``CancelReply``, the ``reason`` of ``order_rejected``).
+
+    The bus carries only the code; the API maps it to an HTTP status in one table
+    (``api/errors.py``, ``GUARD_STATUS``).  The guard rules' meaning of each is in
+    ``actors/guard/rules.py``."""
+
+    # the rules (actors/guard/rules.py), in the order they run
+    TRADING_HALTED = "trading_halted"
+    LIVE_DISABLED = "live_disabled"
+    PIN_REQUIRED = "pin_required"
+    PIN_INVALID = "pin_invalid"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    QTY_INVALID = "qty_invalid"
+    TRADING_REDUCING = "trading_reducing"
+    TTL_TOO_LONG = "ttl_too_long"
+    OCO_MISSING = "oco_missing"
+    PRICE_INVALID = "price_invalid"
+    QUALITY_MISSING = "quality_missing"
+    QUALITY_TOO_LOW = "quality_too_low"
+    QTY_TOO_LARGE = "qty_too_large"
+    NO_PRICE = "no_price"
+    STALE_PRICE = "stale_price"
+    OCO_WRONG_SIDE = "oco_wrong_side"
+    NOTIONAL_TOO_LARGE = "notional_too_large"
+    RATE_LIMITED = "rate_limited"
+    # the guard itself
+    BAD_REQUEST = "bad_request"  # a request that does not decode (an API bug)
+    GUARD_ERROR = "guard_error"  # the guard failed unexpectedly
+    LIVE_UNAVAILABLE = "live_unavailable"  # live routing not configured for the venue
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    BUS_UNAVAILABLE = "bus_unavailable"  # the place command could not be stored
+    # cancels
+    ORDER_NOT_FOUND = "order_not_found"
+    ORDER_FINAL = "order_final"
+
+
 class PlaceReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ok: bool
     order_id: str | None = None
     status: str | None = None
     mode: str = "paper"
-    code: str | None = None
+    code: str | None = None  # a ReplyCode when not ok
     message: str | None = None
     detail: dict[str, str] | None = None
-    http_status: int = 200
     replayed: bool = False
 
 
@@ -265,7 +302,7 @@ class CancelReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     order_id: str
     status: str | None = None
     requested: str | None = None  # cancel | close
-    code: str | None = None
+    code: str | None = None  # a ReplyCode when not ok
     message: str | None = None
 
 
@@ -310,6 +347,71 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     executor: str | None = None
     epoch: int | None = None
     partition: int | None = None
+
+    # the two ways an event is made: every publisher uses these, none copies fields
+    @classmethod
+    def of_order(
+        cls,
+        o: Order,
+        *,
+        fill: Fill | None = None,
+        reason: str | None = None,
+        partition: int | None = None,
+    ) -> OrderEvent:
+        """The event for a change to a booked order (paper or live executor): the
+        order after the change, the fill it made and why."""
+        return cls(
+            order_id=o.id,
+            user=o.user,
+            venue=o.venue,
+            symbol=o.symbol,
+            side=o.side,
+            qty=o.qty,
+            order_type=o.order_type,
+            status=str(o.status),
+            mode=o.mode,
+            stop_loss=o.stop_loss,
+            take_profit=o.take_profit,
+            entry_price=o.entry_price,
+            limit_price=o.limit_price,
+            client_order_id=o.client_order_id,
+            expires_at=o.expires_at,
+            fill=fill,
+            reason=reason,
+            message=o.reject_message,
+            realized_pnl=o.realized_pnl,
+            currency=o.currency if o.realized_pnl is not None else None,
+            created_at=o.created_at or None,
+            opened_at=o.opened_at,
+            closed_at=o.closed_at,
+            entry_fill=o.entry_fill,
+            closing=o.closing,
+            executor=o.executor,
+            epoch=o.epoch,
+            partition=partition,
+        )
+
+    @classmethod
+    def rejected(cls, req: OrderRequest, code: str, message: str) -> OrderEvent:
+        """``order_rejected`` for a request the guard refused (it has no order id)."""
+        return cls(
+            order_id=None,
+            user=req.user,
+            venue=req.venue,
+            symbol=req.symbol,
+            side=req.side,
+            qty=req.qty,
+            order_type=req.order_type,
+            status=str(OrderStatus.REJECTED),
+            stop_loss=req.stop_loss,
+            take_profit=req.take_profit,
+            entry_price=req.entry_price,
+            limit_price=req.limit_price,
+            client_order_id=req.client_order_id,
+            reason=code,
+            message=message,
+            mode="live" if req.live else "paper",
+        )
 
 
 # --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need (venv, packages, Debian's chromium) and run them:
-# lint (ruff), types (mypy --strict on actors/ bus/ api/), then pytest.
+# lint (ruff), types (mypy --strict on actors/ bus/ api/ cli/), then pytest.
 # Extra arguments go to pytest, e.g. scripts/test.sh -m chaos
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ fi
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-echo "== mypy --strict (actors, bus, api)"
-.venv/bin/mypy -p rbot.actors -p rbot.bus -p rbot.api
+echo "== mypy --strict (actors, bus, api, cli)"
+.venv/bin/mypy -p rbot.actors -p rbot.bus -p rbot.api -p rbot.cli
 echo "== pytest"
 exec .venv/bin/pytest -q "$@"

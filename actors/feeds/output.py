@@ -73,6 +73,14 @@ class BookThrottle:
         return out
 
 
+async def publish_tick(bus: Bus, prices: KeyValue, tick: Tick) -> None:
+    """A tick as every feed sends it: the envelope on its core subject, then the
+    last tick in KV ``prices`` (what the guard and the API read)."""
+    subject = bus.subjects.tick(tick.venue, tick.symbol)
+    await bus.nc.publish(subject, codec.encode_envelope("tick", tick.venue, tick))
+    await prices.put(keys.price(tick.venue, tick.symbol), codec.encode(tick))
+
+
 class FeedOutput:
     """Publishes what a source produces, and counts it."""
 
@@ -94,10 +102,8 @@ class FeedOutput:
         self.candles = 0
 
     async def tick(self, tick: Tick) -> None:
-        subject = self.bus.subjects.tick(tick.venue, tick.symbol)
-        await self.bus.nc.publish(subject, codec.encode_envelope("tick", self.venue, tick))
+        await publish_tick(self.bus, self.prices, tick)
         self.ticks += 1
-        await self.prices.put(keys.price(tick.venue, tick.symbol), codec.encode(tick))
         raise_if_cancelled()
 
     async def book(self, book: Book) -> None:

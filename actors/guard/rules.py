@@ -47,7 +47,8 @@ Why this order: the kill switch first, so a halt refuses even a malformed
 order; the live gate next, so an unauthorised live order learns nothing else;
 then what the request alone can tell, then what needs the market.
 
-HTTP statuses: 409 (Conflict) says "the request is fine, the server's current
+HTTP statuses (the API's table, ``api/errors.py``; the bus carries only the
+code): 409 (Conflict) says "the request is fine, the server's current
 state refuses it": a halt, reduce-only, no fresh price.  423 (Locked) was
 considered for HALTED and not taken: it is WebDAV's lock status (RFC 4918) and
 clients do not expect it; the stable ``code`` tells a halt apart.  A missing
@@ -59,7 +60,6 @@ Messages are for people; they never echo the PIN (nor anything derived from it).
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,52 +67,10 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-from rbot.bus.messages import OrderRequest, Tick, TradingState
+from rbot.bus.messages import OrderRequest, ReplyCode, Tick, TradingState
 
-
-class Code(enum.StrEnum):
-    TRADING_HALTED = "trading_halted"
-    LIVE_DISABLED = "live_disabled"
-    PIN_REQUIRED = "pin_required"
-    PIN_INVALID = "pin_invalid"
-    UNKNOWN_SYMBOL = "unknown_symbol"
-    QTY_INVALID = "qty_invalid"
-    TRADING_REDUCING = "trading_reducing"
-    TTL_TOO_LONG = "ttl_too_long"
-    OCO_MISSING = "oco_missing"
-    PRICE_INVALID = "price_invalid"
-    QUALITY_MISSING = "quality_missing"
-    QUALITY_TOO_LOW = "quality_too_low"
-    QTY_TOO_LARGE = "qty_too_large"
-    NO_PRICE = "no_price"
-    STALE_PRICE = "stale_price"
-    OCO_WRONG_SIDE = "oco_wrong_side"
-    NOTIONAL_TOO_LARGE = "notional_too_large"
-    RATE_LIMITED = "rate_limited"
-
-
-HTTP_STATUS: Final[Mapping[Code, int]] = MappingProxyType(
-    {
-        Code.TRADING_HALTED: 409,
-        Code.LIVE_DISABLED: 403,
-        Code.PIN_REQUIRED: 403,
-        Code.PIN_INVALID: 403,
-        Code.UNKNOWN_SYMBOL: 422,
-        Code.QTY_INVALID: 422,
-        Code.TRADING_REDUCING: 409,
-        Code.TTL_TOO_LONG: 422,
-        Code.OCO_MISSING: 422,
-        Code.PRICE_INVALID: 422,
-        Code.QUALITY_MISSING: 422,
-        Code.QUALITY_TOO_LOW: 422,
-        Code.QTY_TOO_LARGE: 422,
-        Code.NO_PRICE: 409,
-        Code.STALE_PRICE: 409,
-        Code.OCO_WRONG_SIDE: 422,
-        Code.NOTIONAL_TOO_LARGE: 422,
-        Code.RATE_LIMITED: 429,
-    }
-)
+# the stable codes live on the bus (the API maps them to HTTP statuses)
+Code = ReplyCode
 
 # oanda's seed orders carry a quality_score; the seed's coinbase example does not
 DEFAULT_QUALITY_REQUIRED: Final[Mapping[str, bool]] = MappingProxyType(
@@ -122,11 +80,10 @@ DEFAULT_QUALITY_REQUIRED: Final[Mapping[str, bool]] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why an order was refused: a stable ``code``, a message for people, a status."""
+    """Why an order was refused: a stable ``code`` and a message for people."""
 
-    code: str
+    code: ReplyCode
     message: str
-    http_status: int
     detail: Mapping[str, str] | None = None
 
 
@@ -169,7 +126,7 @@ Rule = Callable[[OrderRequest, GuardContext], Rejection | None]
 
 
 def reject(code: Code, message: str, detail: Mapping[str, str] | None = None) -> Rejection:
-    return Rejection(code=code, message=message, http_status=HTTP_STATUS[code], detail=detail)
+    return Rejection(code=code, message=message, detail=detail)
 
 
 def rate_limited(retry_after_s: float) -> Rejection:

@@ -61,6 +61,7 @@ from rbot.bus.messages import (
     PlaceReply,
     Position,
     RateWindow,
+    ReplyCode,
     Tick,
     TradingState,
 )
@@ -129,7 +130,7 @@ class OrderGuard(Actor):
             req = codec.decode(request.data, OrderRequest)
         except codec.DecodeError as exc:
             await self._reply(
-                request, PlaceReply(ok=False, code="bad_request", message=str(exc), http_status=400)
+                request, PlaceReply(ok=False, code=ReplyCode.BAD_REQUEST, message=str(exc))
             )
             return
         try:
@@ -137,8 +138,8 @@ class OrderGuard(Actor):
         except Exception as exc:  # boundary: count, log, answer 503
             self.log.exception("guard failed on an order from %s", req.user)
             reply = PlaceReply(
-                ok=False, code="guard_error", message=f"order not accepted: {type(exc).__name__}",
-                http_status=503,
+                ok=False, code=ReplyCode.GUARD_ERROR,
+                message=f"order not accepted: {type(exc).__name__}",
             )  # fmt: skip
         await self._reply(request, reply)
 
@@ -158,15 +159,14 @@ class OrderGuard(Actor):
             await self._publish_rejection(req, limited, durable=False)
             return PlaceReply(
                 ok=False, code=limited.code, message=limited.message,
-                detail=dict(limited.detail or {}), http_status=limited.http_status,
+                detail=dict(limited.detail or {}),
             )  # fmt: skip
         state = await self._trading_state()
         rejection = await self._check(req, state)
         if rejection is None and req.live and req.venue not in self.settings.live_venues():
             rejection = Rejection(
-                code="live_unavailable",
+                code=ReplyCode.LIVE_UNAVAILABLE,
                 message=f"live routing for {req.venue} is not configured on this server",
-                http_status=409,
             )
         if rejection is not None:
             await self._publish_rejection(req, rejection)
@@ -175,7 +175,6 @@ class OrderGuard(Actor):
                 code=rejection.code,
                 message=rejection.message,
                 detail=dict(rejection.detail) if rejection.detail else None,
-                http_status=rejection.http_status,
             )
         record = codec.encode(
             IdemRecord(
@@ -205,10 +204,9 @@ class OrderGuard(Actor):
         if rec.request_hash != digest:
             return PlaceReply(
                 ok=False,
-                code="idempotency_conflict",
+                code=ReplyCode.IDEMPOTENCY_CONFLICT,
                 message="this client_order_id / Idempotency-Key was used for a different order",
                 detail={"order_id": order_id},
-                http_status=409,
             )
         try:
             current = await self.kv_orders.get(keys.order(order_id))
@@ -260,10 +258,9 @@ class OrderGuard(Actor):
         else:
             return PlaceReply(
                 ok=False,
-                code="bus_unavailable",
+                code=ReplyCode.BUS_UNAVAILABLE,
                 message="the order could not be stored; retry with the same client_order_id",
                 detail={"order_id": order.id},
-                http_status=503,
             )
         return PlaceReply(
             ok=True, order_id=order.id, status="PENDING", mode=order.mode, replayed=replayed
@@ -372,24 +369,7 @@ class OrderGuard(Actor):
     async def _publish_rejection(
         self, req: OrderRequest, rej: Rejection, durable: bool = True
     ) -> None:
-        ev = OrderEvent(
-            order_id=None,
-            user=req.user,
-            venue=req.venue,
-            symbol=req.symbol,
-            side=req.side,
-            qty=req.qty,
-            order_type=req.order_type,
-            status=str(OrderStatus.REJECTED),
-            stop_loss=req.stop_loss,
-            take_profit=req.take_profit,
-            entry_price=req.entry_price,
-            limit_price=req.limit_price,
-            client_order_id=req.client_order_id,
-            reason=rej.code,
-            message=rej.message,
-            mode="live" if req.live else "paper",
-        )
+        ev = OrderEvent.rejected(req, rej.code, rej.message)
         msg_id = uuid.uuid4().hex
         data = codec.encode_envelope("order_rejected", req.venue, ev, id=msg_id)
         if not durable:
@@ -403,21 +383,21 @@ class OrderGuard(Actor):
         try:
             req = codec.decode(request.data, CancelRequest)
         except codec.DecodeError as exc:
-            reply = CancelReply(ok=False, order_id="", code="bad_request", message=str(exc))
+            reply = CancelReply(ok=False, order_id="", code=ReplyCode.BAD_REQUEST, message=str(exc))
         else:
             try:
                 reply = await self.cancel(req)
             except Exception as exc:  # boundary: count, log, answer unavailable
                 self.log.exception("guard failed on a cancel of %s", req.order_id)
                 reply = CancelReply(
-                    ok=False, order_id=req.order_id, code="guard_error",
+                    ok=False, order_id=req.order_id, code=ReplyCode.GUARD_ERROR,
                     message=f"cancel not sent: {type(exc).__name__}",
                 )  # fmt: skip
         await request.respond(codec.encode(reply))
 
     async def cancel(self, req: CancelRequest) -> CancelReply:
         missing = CancelReply(
-            ok=False, order_id=req.order_id, code="order_not_found",
+            ok=False, order_id=req.order_id, code=ReplyCode.ORDER_NOT_FOUND,
             message=f"no order {req.order_id!r}",
         )  # fmt: skip
         if not is_token(req.order_id) or not is_token(req.user):
@@ -432,7 +412,8 @@ class OrderGuard(Actor):
                 return missing
             if order.status not in (OrderStatus.PENDING, OrderStatus.OPEN):
                 return CancelReply(
-                    ok=False, order_id=order.id, status=str(order.status), code="order_final",
+                    ok=False, order_id=order.id, status=str(order.status),
+                    code=ReplyCode.ORDER_FINAL,
                     message=f"order {order.id} is already {order.status}",
                 )  # fmt: skip
             venue, symbol, status, mode = order.venue, order.symbol, order.status, order.mode

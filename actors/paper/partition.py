@@ -83,36 +83,8 @@ _decode_command = msgspec.json.Decoder(ExecCommand)
 
 
 def event_of(change: Change, partition: int) -> OrderEvent:
-    o = change.order
-    return OrderEvent(
-        order_id=o.id,
-        user=o.user,
-        venue=o.venue,
-        symbol=o.symbol,
-        side=o.side,
-        qty=o.qty,
-        order_type=o.order_type,
-        status=str(o.status),
-        mode=o.mode,
-        stop_loss=o.stop_loss,
-        take_profit=o.take_profit,
-        entry_price=o.entry_price,
-        limit_price=o.limit_price,
-        client_order_id=o.client_order_id,
-        expires_at=o.expires_at,
-        fill=change.fill,
-        reason=change.reason,
-        message=o.reject_message,
-        realized_pnl=o.realized_pnl,
-        currency=o.currency if o.realized_pnl is not None else None,
-        created_at=o.created_at or None,
-        opened_at=o.opened_at,
-        closed_at=o.closed_at,
-        entry_fill=o.entry_fill,
-        closing=o.closing,
-        executor=o.executor,
-        epoch=o.epoch,
-        partition=partition,
+    return OrderEvent.of_order(
+        change.order, fill=change.fill, reason=change.reason, partition=partition
     )
 
 

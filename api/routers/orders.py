@@ -21,7 +21,7 @@ from rbot.bus.subjects import TOKEN_PATTERN, is_token
 
 from .. import orderbook
 from ..context import ApiContext, Ctx
-from ..errors import ApiError
+from ..errors import ApiError, guard_status
 from ..lockouts import LockoutStore
 from ..models import CoinbaseOrderIn, OandaOrderIn, OrderAccepted
 from ..pin import pin_verdict
@@ -79,7 +79,7 @@ async def _place(ctx: ApiContext, req: OrderRequest) -> OrderAccepted:
         if reply.detail and "retry_after" in reply.detail:
             headers = {"Retry-After": reply.detail["retry_after"]}
         raise ApiError(
-            reply.http_status, reply.code or "rejected", reply.message or "order refused",
+            guard_status(reply.code), reply.code or "rejected", reply.message or "order refused",
             reply.detail, headers,
         )  # fmt: skip
     return OrderAccepted(order_id=reply.order_id or "", status=reply.status or "PENDING",
@@ -178,9 +178,6 @@ async def get_order(order_id: str, ctx: Ctx, user: Viewer) -> dict[str, Any]:
     return orderbook.order_json(order)
 
 
-_CANCEL_STATUS = {"order_not_found": 404, "order_final": 409, "bad_request": 422}
-
-
 @router.delete("/orders/{order_id}", responses={404: {"description": "no such order"}, **_ERRORS})
 async def cancel_order(order_id: str, ctx: Ctx, user: Trader) -> dict[str, Any]:
     """Cancel a pending order, or close an open position (reason ``CLIENT_REQUEST``).
@@ -194,7 +191,7 @@ async def cancel_order(order_id: str, ctx: Ctx, user: Trader) -> dict[str, Any]:
                          CancelReply)  # fmt: skip
     if not reply.ok:
         code = reply.code or "cancel_failed"
-        raise ApiError(_CANCEL_STATUS.get(code, 503), code, reply.message or "cancel refused")
+        raise ApiError(guard_status(code), code, reply.message or "cancel refused")
     return {"ok": True, "order_id": reply.order_id, "status": reply.status,
             "requested": reply.requested}  # fmt: skip
 

@@ -31,7 +31,7 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 
-from rbot.actors import usercli
+from rbot.api import usercli
 from rbot.api.app import create_app
 from rbot.api.passwords import FAST_ENV
 from rbot.api.principal import Role

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from rbot.actors import usercli
+from rbot.api import usercli
 from rbot.api.app import create_app
 from rbot.api.principal import Role
 from rbot.api.tokens import SigningKeyError

@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 from rbot.actors.guard.rules import (
-    HTTP_STATUS,
     RULES,
     Code,
     GuardContext,
@@ -21,6 +20,7 @@ from rbot.actors.guard.rules import (
     check,
     rate_limited,
 )
+from rbot.api.errors import GUARD_STATUS, guard_status
 from rbot.bus.messages import OrderRequest, Tick, TradingState
 
 SECRET_PIN = "841921"
@@ -263,7 +263,7 @@ def test_check(over: dict[str, Any], context: GuardContext, code: Code | None) -
         assert got is None, got
         return
     assert got is not None
-    assert (got.code, got.http_status) == (code, HTTP_STATUS[code])
+    assert got.code == code
     assert got.message and "None" not in got.message
 
 
@@ -324,8 +324,9 @@ def test_checks_run_in_the_documented_order() -> None:
 
 
 def test_every_code_has_a_status() -> None:
-    assert set(HTTP_STATUS) == set(Code)
-    assert {c: HTTP_STATUS[c] for c in Code} == {
+    """The bus carries the code; the API's one table maps every code to HTTP."""
+    assert set(GUARD_STATUS) == set(Code)
+    assert {c: guard_status(c) for c in Code} == {
         C.TRADING_HALTED: 409,
         C.LIVE_DISABLED: 403,
         C.PIN_REQUIRED: 403,
@@ -344,7 +345,16 @@ def test_every_code_has_a_status() -> None:
         C.OCO_WRONG_SIDE: 422,
         C.NOTIONAL_TOO_LARGE: 422,
         C.RATE_LIMITED: 429,
+        C.BAD_REQUEST: 400,
+        C.GUARD_ERROR: 503,
+        C.LIVE_UNAVAILABLE: 409,
+        C.IDEMPOTENCY_CONFLICT: 409,
+        C.BUS_UNAVAILABLE: 503,
+        C.ORDER_NOT_FOUND: 404,
+        C.ORDER_FINAL: 409,
     }
+    assert guard_status("a_code_from_a_newer_guard") == 503
+    assert guard_status(None) == 503
 
 
 def test_long_user_input_is_cut_short_in_messages() -> None:
@@ -465,6 +475,5 @@ def test_rate_limited_rejection(wait: float, header: str) -> None:
     assert rate_limited(wait) == Rejection(
         code=C.RATE_LIMITED,
         message=f"too many orders: try again in {header} s",
-        http_status=429,
         detail={"retry_after": header},
     )

@@ -9,6 +9,9 @@
 For scripts: ``printf '%s\\n' "$PW" | rbot user add ops@example.com --role trader``.
 The password is never echoed or logged.  Admins need a real one (12+
 characters, not the email, not a common password), in local mode too.
+
+``rbot.cli`` registers the parser on every run: the user store and the password
+hasher (argon2) are imported only when a ``user`` command runs.
 """
 
 from __future__ import annotations
@@ -17,27 +20,17 @@ import argparse
 import asyncio
 import getpass
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rbot.api.passwords import Passwords
-from rbot.api.principal import Role
-from rbot.api.users import (
-    MIN_PASSWORD,
-    MIN_PASSWORD_LOCAL,
-    EmailTaken,
-    InvalidEmail,
-    UserRecord,
-    UserStore,
-    WeakPassword,
-    check_password,
-    normalise_email,
-)
-from rbot.bus.config import Settings
+from .principal import Role
+
+if TYPE_CHECKING:
+    from .users import UserRecord, UserStore
+from rbot.bus.config import DEFAULT_NATS_URL, Settings
 from rbot.bus.connection import Bus, connect
 from rbot.bus.credentials import CredentialsError, operator_auth
 from rbot.bus.provision import provision
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
 ROLES = [r.value for r in Role]
 
 
@@ -64,6 +57,8 @@ def add_parser(subparsers: Any) -> None:
 
 def read_password(min_length: int, role: Role = Role.VIEWER, email: str | None = None) -> str:
     """From a prompt (asked twice) on a terminal, else the first line of stdin."""
+    from .users import WeakPassword, check_password
+
     if sys.stdin.isatty():
         first = getpass.getpass("password: ")
         if getpass.getpass("again: ") != first:
@@ -84,6 +79,8 @@ def _line(u: UserRecord) -> str:
 
 
 async def _find(store: UserStore, email: str) -> UserRecord:
+    from .users import InvalidEmail, normalise_email
+
     try:
         user = await store.by_email(normalise_email(email))
     except InvalidEmail as exc:
@@ -94,6 +91,16 @@ async def _find(store: UserStore, email: str) -> UserRecord:
 
 
 async def _execute(args: argparse.Namespace, settings: Settings, bus: Bus) -> str:
+    from .passwords import Passwords
+    from .users import (
+        MIN_PASSWORD,
+        MIN_PASSWORD_LOCAL,
+        EmailTaken,
+        InvalidEmail,
+        UserStore,
+        normalise_email,
+    )
+
     store = UserStore(bus)
     cmd = args.user_cmd
     if cmd == "add":
@@ -128,7 +135,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Do one ``rbot user`` command; 0 on success, 1 with a message on stderr."""
     try:
         bus = await connect(
-            settings.nats_url or DEFAULT_URL,
+            settings.nats_url or DEFAULT_NATS_URL,
             settings.subjects(),
             "rbot-user-cli",
             first_attempts=5,

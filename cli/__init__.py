@@ -1,0 +1,1 @@
+"""The ``rbot`` command (``main.py``): the composition root."""
