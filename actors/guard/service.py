@@ -41,6 +41,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
@@ -51,6 +52,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 
 from rbot.bus import codec, keys
+from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.control import trading_record
 from rbot.bus.kvscan import scan
@@ -107,9 +109,15 @@ def order_number(order_id: str) -> int | None:
 class OrderGuard(Actor):
     name = "order_guard"
 
+    def __init__(
+        self, settings: Settings, url: str | Callable[[], str], instance: str | None = None
+    ) -> None:
+        super().__init__(settings, url, instance)
+        # each user's rate window as this guard wrote it last, with its revision
+        self._rate_windows: dict[str, tuple[int, RateWindow]] = {}
+
     async def run(self, bus: Bus, ready: Ready) -> None:
         self.bus = bus
-        self._rate_windows: dict[str, tuple[int, RateWindow]] = {}
         self.kv_orders = await bus.kv("orders")
         self.kv_prices = await bus.kv("prices")
         self.kv_control = await bus.kv("control")
