@@ -261,7 +261,9 @@ async def cmd_status(settings: Settings) -> None:
 async def cmd_reconcile(settings: Settings, wait_s: float) -> None:
     """Ask the live executor to compare its live orders with the broker, now."""
     subjects = settings.subjects()
-    bus = await connect(settings.nats_url or DEFAULT_URL, subjects, "rbot-reconcile")
+    bus = await connect(
+        settings.nats_url or DEFAULT_URL, subjects, "rbot-reconcile", auth=operator_auth(settings)
+    )
     try:
         try:
             reply = await bus.nc.request(subjects.live_reconcile, b"", timeout=wait_s)

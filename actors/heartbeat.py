@@ -15,11 +15,13 @@ not held against anyone.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
 from rbot.bus import codec, keys
+from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.control import trading_state
 from rbot.bus.lifecycle import GONE
@@ -109,8 +111,15 @@ read_trading_state = trading_state  # the one read: rbot.bus.control
 class HeartbeatActor(Actor):
     name = "heartbeat"
 
+    def __init__(
+        self, settings: Settings, url: str | Callable[[], str], instance: str | None = None
+    ) -> None:
+        super().__init__(settings, url, instance)
+        # what it heard; kept across a restart (the silent are forgotten by the sweep)
+        self.registry = Registry()
+
     async def run(self, bus: Bus, ready: Ready) -> None:
-        reg = Registry()
+        reg = self.registry
 
         async def on_beat(msg: Msg) -> None:
             try:

@@ -20,7 +20,6 @@ show.  Only a server that never came up raises (a bad config, a busy port).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -42,6 +41,7 @@ from rbot.bus.provision import provision
 
 from .backoff import Backoff
 from .base import Ready
+from .process import stop_process
 from .supervisor import ChildSpec, Report, Restart
 
 log = logging.getLogger("rbot.natsd")
@@ -218,7 +218,7 @@ class EmbeddedNats:
             code = await proc.wait()
             raise NatsServerExited(f"nats-server exited with {code}")
         finally:
-            await _stop(proc)
+            await stop_process(proc)
 
     async def _provision_while_alive(self, proc: asyncio.subprocess.Process) -> None:
         """Provision, unless the server dies first (then its death is what we report:
@@ -268,17 +268,3 @@ class EmbeddedNats:
             restarts=self.restarts,
             info=info,
         )
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        async with asyncio.timeout(8):
-            await proc.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 
 from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys
+from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import ActiveMark, ExpireCmd
 from rbot.bus.subjects import is_live_partition
@@ -28,8 +30,42 @@ from rbot.bus.timing import every
 from .base import Actor, Ready
 
 
+class Deadlines:
+    """The reaper's pure core: the active orders' deadlines, from their markers, and
+    the expire commands due at a given time."""
+
+    def __init__(self) -> None:
+        # order id -> (deadline, the owning executor's subject, status)
+        self.by_order: dict[str, tuple[dt.datetime, str, str]] = {}
+
+    def clear(self) -> None:
+        self.by_order.clear()
+
+    def on_mark(self, order_id: str, mark: ActiveMark | None, subject: str) -> None:
+        """An active-set marker changed (None: deleted); ``subject`` is the owner's."""
+        if mark is None or mark.deadline is None:
+            self.by_order.pop(order_id, None)
+        else:
+            self.by_order[order_id] = (codec.parse_iso(mark.deadline), subject, mark.status)
+
+    def due(self, now: dt.datetime) -> list[tuple[str, str, str]]:
+        """``(order id, subject, Nats-Msg-Id)`` of every order whose deadline passed;
+        the id is the same until the order's status moves (a repeat is dropped)."""
+        return [
+            (oid, subject, f"expire.{oid}.{status}")
+            for oid, (when, subject, status) in self.by_order.items()
+            if when <= now
+        ]
+
+
 class TtlReaper(Actor):
     name = "ttl_reaper"
+
+    def __init__(
+        self, settings: Settings, url: str | Callable[[], str], instance: str | None = None
+    ) -> None:
+        super().__init__(settings, url, instance)
+        self.deadlines = Deadlines()
 
     async def run(self, bus: Bus, ready: Ready) -> None:
         self.bus = bus
@@ -37,8 +73,7 @@ class TtlReaper(Actor):
         await self.lead(bus, "ttl_reaper", self._lead)
 
     async def _lead(self) -> None:
-        # order id -> (deadline, the owning executor's subject, status)
-        self.deadlines: dict[str, tuple[dt.datetime, str, str]] = {}
+        self.deadlines.clear()  # a new leadership starts from a full read of the markers
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch())
             tg.create_task(self._reap())
@@ -63,24 +98,18 @@ class TtlReaper(Actor):
                 continue
             part, _, oid = keys.parse_active(entry.key)
             mark = codec.decode(entry.value, ActiveMark) if entry.value else None
-            if mark is None or mark.deadline is None:
-                self.deadlines.pop(oid, None)
-            else:
-                when = codec.parse_iso(mark.deadline)
+            subject = ""
+            if mark is not None:
                 subject = (
                     self.bus.subjects.live_exec(mark.venue, mark.symbol)
                     if is_live_partition(part)
                     else self.bus.subjects.exec(mark.venue, mark.symbol)
                 )
-                self.deadlines[oid] = (when, subject, mark.status)
+            self.deadlines.on_mark(oid, mark, subject)
 
     async def _reap(self) -> None:
         async for _ in every(self.settings.rbot_reaper_interval_s):
-            now = dt.datetime.now(dt.UTC)
-            for oid, (when, subject, status) in list(self.deadlines.items()):
-                if when > now:
-                    continue
-                msg_id = f"expire.{oid}.{status}"
+            for oid, subject, msg_id in self.deadlines.due(dt.datetime.now(dt.UTC)):
                 await self.bus.js.publish(
                     subject, codec.encode(ExpireCmd(order_id=oid)), headers={"Nats-Msg-Id": msg_id}
                 )

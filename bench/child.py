@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rbot.actors.process import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,13 +63,7 @@ async def _spawn(
     finally:
         if proc.stdin is not None and proc.returncode is None:
             proc.stdin.close()  # the child's signal to stop
-        try:
-            async with asyncio.timeout(15):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        await stop_process(proc, None, grace=15)
 
 
 @contextlib.asynccontextmanager

@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import signal
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbot.actors.natsd import server_binary as nats_server_bin
+from rbot.actors.process import stop_process
 
 _LISTEN = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
 _MONITOR = re.compile(r"Starting http monitor on [\d.]+:(\d+)")
@@ -125,16 +124,8 @@ class BenchNats:
 
     async def stop(self) -> None:
         proc = self.proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        if proc is not None:
+            await stop_process(proc, grace=10)
         if self._pump is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump

@@ -106,12 +106,14 @@ class Settings(BaseSettings):
         return self.rbot_live_max_notional_coinbase
 
     def live_venues(self) -> list[str]:
-        """Venues whose live routing exists and is configured (OANDA: account and token)."""
+        """Venues whose live routing exists and is configured (OANDA: account and
+        token; Coinbase: a CDP key, ``COINBASE_API_KEY_ID`` and ``_SECRET``)."""
         if self.oanda_env == "live":
             ok = bool(self.oanda_live_account_id) and self.oanda_live_token is not None
         else:
             ok = bool(self.oanda_practice_account_id) and self.oanda_practice_token is not None
-        return ["oanda"] if ok else []
+        cdp = bool(self.coinbase_api_key_id) and self.coinbase_api_key_secret is not None
+        return [v for v, on in (("oanda", ok), ("coinbase", cdp)) if on]
 
     def symbols(self, venue: str) -> list[str]:
         raw = self.rbot_oanda_symbols if venue == "oanda" else self.rbot_coinbase_symbols

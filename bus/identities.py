@@ -10,6 +10,8 @@ What a JetStream client really sends, for the lists below (nats-py 2.16):
 * a KV handle: ``$JS.API.STREAM.INFO.KV_<b>``; a get: ``$JS.API.DIRECT.GET.KV_<b>.$KV.<b>.<key>``;
   a put / create / update / delete: a publish to ``$KV.<b>.<key>`` (the PubAck
   comes back on the client's inbox);
+* a scan: an ephemeral pull consumer, ``CONSUMER.CREATE.<stream>`` then
+  ``CONSUMER.MSG.NEXT.<stream>.<server-given name>`` (so any consumer of a KV stream);
 * a watch or an ordered consumer: ``$JS.API.CONSUMER.CREATE.<stream>`` (the filter
   is in the body, not the subject: whoever may watch a bucket may watch all of
   it), ``$JS.API.CONSUMER.INFO.<stream>.<name>``, flow-control replies on
@@ -28,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from .subjects import Subjects
+from .subjects import STREAMS, Subjects
 
 JS_API: Final = "$JS.API"
 
@@ -108,6 +110,8 @@ def _kv_read(s: Subjects, bucket: str) -> list[str]:
         f"{JS_API}.DIRECT.GET.{stream}",
         f"{JS_API}.DIRECT.GET.{stream}.>",
         f"{JS_API}.STREAM.MSG.GET.{stream}",
+        # a scan (bus/kvscan.py) pulls from its ephemeral consumer, named by the server
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.*",
     ]
 
 
@@ -167,7 +171,7 @@ def permissions(identity: str, s: Subjects) -> Permissions:
         for b in ("users", "tokens", "control", "lockouts"):
             pub += _kv_write(s, b)
         pub += _stream_read(s.stream("ORDERS"))
-        pub += [f"{JS_API}.STREAM.INFO.{s.stream(n)}" for n in ("EXEC", "SYSTEM")]  # /ready
+        pub += [f"{JS_API}.STREAM.INFO.{s.stream(n)}" for n in STREAMS]  # /ready
         sub += [s.all_events, s.all_market_data]
     elif identity == "guard":
         # rejections: durable (ORDERS) and, for rate limits, core only (evt.limit)

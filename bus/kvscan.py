@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import nats.errors
 from nats.js import api
+from nats.js.errors import NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 SCAN_INACTIVE_S = 1.0
@@ -30,7 +31,24 @@ MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+: server-placed TTL/pur
 
 
 async def scan(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
-    """Current (non-deleted) entries whose key matches ``pattern`` (NATS wildcards)."""
+    """Current (non-deleted) entries whose key matches ``pattern`` (NATS wildcards).
+
+    A scan whose consumer vanished (nats-server restarted under it) starts again,
+    once; a second loss is an outage (``nats.errors.TimeoutError``)."""
+    try:
+        return await _scan_once(kv, pattern)
+    except ConsumerGone:
+        try:
+            return await _scan_once(kv, pattern)
+        except ConsumerGone as exc:
+            raise nats.errors.TimeoutError from exc
+
+
+class ConsumerGone(Exception):
+    """The scan's ephemeral consumer is no longer on the server."""
+
+
+async def _scan_once(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     js, stream, pre = kv._js, kv._stream, kv._pre  # nats-py keeps these private
     config = api.ConsumerConfig(
         filter_subject=f"{pre}{pattern}",
@@ -51,7 +69,10 @@ async def scan(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
                 msgs = await sub.fetch(batch=min(remaining, BATCH), timeout=FETCH_WAIT_S)
             except nats.errors.TimeoutError:  # FetchTimeoutError and fetch(1)'s plain one
                 # values counted at the start may have been removed since (age, TTL)
-                remaining = (await sub.consumer_info()).num_pending or 0
+                try:
+                    remaining = (await sub.consumer_info()).num_pending or 0
+                except NotFoundError as exc:
+                    raise ConsumerGone from exc
                 continue
             for msg in msgs:
                 meta = msg.metadata

@@ -22,6 +22,8 @@ DUPLICATE_WINDOW_S = 600.0  # JetStream de-dup window for ORDERS and EXEC
 # queryable in KV ``orders`` (o.<id>, the per-user index) after their events age out
 ORDERS_MAX_AGE_S = 90 * 24 * 3600.0
 # (no max_bytes: JetStream reserves a stream's max_bytes up front against the server's store)
+# every live send and the broker's answer, kept a year (no secrets: actors/live strips them)
+AUDIT_MAX_AGE_S = 365 * 24 * 3600.0
 LEGACY_CONSUMERS = ("paper_executor",)  # one consumer on exec.> (before partitions)
 LEASE_TTL_S = 6.0
 
@@ -51,41 +53,53 @@ BUCKET_SPECS = (
 )
 
 
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str  # ORDERS, EXEC, SYSTEM, AUDIT: prefixed by ``Subjects.stream``
+    description: str
+    retention: api.RetentionPolicy = api.RetentionPolicy.LIMITS
+    dedupe: bool = False  # a ``Nats-Msg-Id`` window of DUPLICATE_WINDOW_S
+    max_msg_size: int = -1  # -1: the server's limit
+    max_age: float | None = None
+    max_msgs: int | None = None
+
+
+STREAM_SPECS: tuple[StreamSpec, ...] = (
+    StreamSpec(
+        "ORDERS", "every order event: the audit trail and the SSE replay source",
+        dedupe=True, max_msg_size=256 * 1024, max_age=ORDERS_MAX_AGE_S,
+    ),
+    StreamSpec(
+        "EXEC", "accepted order commands waiting for their executor",
+        retention=api.RetentionPolicy.WORK_QUEUE, dedupe=True, max_msg_size=256 * 1024,
+    ),
+    StreamSpec(
+        "SYSTEM", "actor lifecycle events (supervisor)",
+        max_age=7 * 24 * 3600.0, max_msgs=100_000,
+    ),
+    StreamSpec(
+        "AUDIT", "every live order send and broker answer (written before the send)",
+        max_msg_size=64 * 1024, max_age=AUDIT_MAX_AGE_S,
+    ),
+)  # fmt: skip
+
+
 def stream_configs(bus: Bus, replicas: int = 1) -> list[api.StreamConfig]:
     s = bus.subjects
-    storage = api.StorageType.FILE
     return [
         api.StreamConfig(
-            name=s.stream("ORDERS"),
-            description="every order event: the audit trail and the SSE replay source",
-            subjects=s.stream_subjects("ORDERS"),
-            retention=api.RetentionPolicy.LIMITS,
-            storage=storage,
+            name=s.stream(spec.name),
+            description=spec.description,
+            subjects=s.stream_subjects(spec.name),
+            retention=spec.retention,
+            storage=api.StorageType.FILE,
             num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_msg_size=256 * 1024,
-            max_age=ORDERS_MAX_AGE_S,
-        ),
-        api.StreamConfig(
-            name=s.stream("EXEC"),
-            description="accepted order commands waiting for their executor",
-            subjects=s.stream_subjects("EXEC"),
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=storage,
-            num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_msg_size=256 * 1024,
-        ),
-        api.StreamConfig(
-            name=s.stream("SYSTEM"),
-            description="actor lifecycle events (supervisor)",
-            subjects=s.stream_subjects("SYSTEM"),
-            retention=api.RetentionPolicy.LIMITS,
-            storage=storage,
-            num_replicas=replicas,
-            max_age=7 * 24 * 3600.0,
-            max_msgs=100_000,
-        ),
+            duplicate_window=DUPLICATE_WINDOW_S if spec.dedupe else 0,
+            max_msg_size=spec.max_msg_size,
+            max_age=spec.max_age,
+            max_msgs=spec.max_msgs,
+        )
+        for spec in STREAM_SPECS
     ]
 
 

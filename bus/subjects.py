@@ -8,7 +8,7 @@ Grammar (``<p>`` is the configurable prefix, ``rbot`` by default)::
     <p>.cmd.order.place                             req/rep API -> order_guard (queue group "guard")
     <p>.exec.<partition>.<venue>.<symbol>           JS EXEC guard/API/reaper -> owning executor
     <p>.exec.live.<venue>.<symbol>                  JS EXEC guard/reaper -> live_executor (one per venue)
-    <p>.audit.live.<venue>.<kind>                   core    live_executor -> ops (every send and answer)
+    <p>.audit.live.<venue>.<kind>                   JS AUDIT live_executor -> ops (every send and answer)
     <p>.cmd.live.reconcile                          req/rep rbot reconcile -> live_executor
     <p>.evt.order.<venue>.<symbol>.<type>           JS ORDERS executor/guard -> everyone
     <p>.evt.actor.<actor>.<type>                    core (+ stream SYSTEM) supervisor -> ops
@@ -50,7 +50,7 @@ ORDER_EVENT_TYPES: Final = (
     "position_closed",
 )
 
-STREAMS: Final = ("ORDERS", "EXEC", "SYSTEM")
+STREAMS: Final = ("ORDERS", "EXEC", "SYSTEM", "AUDIT")
 BUCKETS: Final = (
     "orders",
     "users",
@@ -272,6 +272,7 @@ class Subjects:
             "ORDERS": [self.order_events],
             "EXEC": [self.all_exec],
             "SYSTEM": [self.actor_events],
+            "AUDIT": [self.live_audits],
         }[name]
 
     def bucket(self, name: str) -> str:

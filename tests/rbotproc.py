@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from rbot.actors.process import stop_process
+
 _API = re.compile(r"dashboard\s+http://127\.0\.0\.1:(\d+)/")
 _NATS = re.compile(r"NATS\s+(nats://\S+)")
 _ADMIN = re.compile(r"created admin (\S+) with password (\S+)")
@@ -103,14 +105,7 @@ class RbotUp:
 
     async def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        try:
-            async with asyncio.timeout(timeout):
-                code = await self.proc.wait()
-        except TimeoutError:
-            self.proc.kill()
-            code = await self.proc.wait()
+        code = await stop_process(self.proc, sig, grace=timeout)
         if self._pump is not None:
             await self._pump
         return code

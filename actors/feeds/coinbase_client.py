@@ -66,7 +66,7 @@ from .coinbase_proto import (
     to_tick,
 )
 from .errors import BookNotReady, ProtocolError
-from .link import LinkState, LinkStats, RestClient, Secret, request
+from .link import LinkState, RestClient, Secret, StreamClient
 
 log = logging.getLogger("rbot.feeds.coinbase")
 
@@ -112,7 +112,7 @@ class _Lost(Exception):
     """The socket went silent: replace it."""
 
 
-class MarketDataStream:
+class MarketDataStream(StreamClient):
     """The market-data WebSocket with reconnects; see the module doc."""
 
     def __init__(
@@ -133,19 +133,17 @@ class MarketDataStream:
     ) -> None:
         if not product_ids:
             raise ValueError("no products to stream")
+        super().__init__(
+            silence_timeout=silence_timeout, healthy_after=healthy_after, backoff=backoff, rng=rng
+        )
         self.url = url
         self.product_ids = list(product_ids)
         self.channels = list(channels)
         self.depth = depth
-        self.silence_timeout = silence_timeout
-        self.healthy_after = healthy_after
-        self.backoff = backoff
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.max_size = max_size
-        self.stats = LinkStats()
         self._credentials = credentials
-        self._rng = rng
         self._awaiting: set[str] = set()
 
     async def events(self) -> AsyncGenerator[MarketEvent, None]:
@@ -166,7 +164,7 @@ class MarketDataStream:
         try:
             async with contextlib.aclosing(conns):
                 async for ws in conns:
-                    self._count_attempt()
+                    self.stats.count_attempt()
                     self.stats.connects += 1
                     self.stats.state = LinkState.STREAMING
                     connected_at = time.monotonic()
@@ -178,7 +176,7 @@ class MarketDataStream:
                         reason: Exception = _Lost("session ended")  # unreachable
                     except (ConnectionClosed, _Lost) as exc:
                         reason = exc
-                    if time.monotonic() - connected_at >= self.healthy_after:
+                    if self.healthy(connected_at):
                         attempt = 0  # a healthy connection restarts the backoff
                     await asyncio.sleep(self._lost(reason, attempt))
                     attempt += 1
@@ -264,14 +262,9 @@ class MarketDataStream:
             msg["jwt"] = self._credentials.jwt()
         await ws.send(json.dumps(msg))
 
-    def _count_attempt(self) -> None:
-        if self.stats.attempts:
-            self.stats.reconnects += 1
-        self.stats.attempts += 1
-
     def _classify(self, exc: Exception) -> Exception | None:
         """websockets' ``process_exception``: None retries, an exception is fatal."""
-        self._count_attempt()
+        self.stats.count_attempt()
         st = self.stats
         st.last_error = f"connect: {type(exc).__name__}: {exc}"
         if isinstance(exc, InvalidStatus) and exc.response.status_code == 429:
@@ -287,13 +280,11 @@ class MarketDataStream:
             yield delay
 
     def _lost(self, exc: Exception, attempt: int) -> float:
-        st = self.stats
-        st.state = LinkState.WAITING
-        st.errors += 1
-        st.last_error = f"{type(exc).__name__}: {exc}"
         delay = self.backoff.delay(attempt, self._rng)
-        st.last_delay = delay
-        log.warning("coinbase market data lost (%s); reconnecting in %.2fs", st.last_error, delay)
+        self.stats.lost(exc, delay)
+        log.warning(
+            "coinbase market data lost (%s); reconnecting in %.2fs", self.stats.last_error, delay
+        )
         return delay
 
 
@@ -341,7 +332,7 @@ class CoinbaseRest(RestClient):
     ) -> None:
         super().__init__(
             base_url=base_url, client=client, backoff=backoff, max_retries=max_retries,
-            timeout=timeout, rng=rng,
+            timeout=timeout, rng=rng, parse_error=_error_fields,
         )  # fmt: skip
         self.credentials = credentials
         self.rate_limit: RateLimit | None = None
@@ -367,18 +358,7 @@ class CoinbaseRest(RestClient):
     async def _get(self, tail: str, params: Mapping[str, str | int]) -> httpx.Response:
         prefix = API if self.credentials is not None else f"{API}/market"
         url = f"{self.base_url}{prefix}{tail}"
-        resp = await request(
-            self._client,
-            "GET",
-            url,
-            headers=lambda: self._headers("GET", url),
-            parse_error=_error_fields,
-            params=params,
-            backoff=self.backoff,
-            max_retries=self.max_retries,
-            stats=self.stats,
-            rng=self._rng,
-        )
+        resp = await self._get_url(url, lambda: self._headers("GET", url), params)
         self.rate_limit = _rate_limit(resp.headers) or self.rate_limit
         return resp
 

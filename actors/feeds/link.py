@@ -75,6 +75,22 @@ class LinkStats:
     last_delay: float = 0.0  # the last backoff delay slept, seconds
     last_message_at: float | None = None  # time.monotonic()
 
+    def count_attempt(self) -> None:
+        """A connection attempt (a refused one too); each after the first is a reconnect."""
+        if self.attempts:
+            self.reconnects += 1
+        self.attempts += 1
+
+    def lost(self, exc: Exception, delay: float, *, rate_limited: bool = False) -> None:
+        """The link broke (or was refused): counted, and waiting ``delay`` seconds."""
+        self.state = LinkState.WAITING
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if rate_limited:
+            self.rate_limited += 1
+        else:
+            self.errors += 1
+        self.last_delay = delay
+
     @property
     def connected(self) -> bool:
         return self.state is LinkState.STREAMING
@@ -194,6 +210,29 @@ async def request(
     raise AssertionError("unreachable")
 
 
+class StreamClient:
+    """What both venues' streaming clients share: their silence and backoff timings,
+    their stats, and when a connection counts as healthy (it restarts the backoff)."""
+
+    def __init__(
+        self,
+        *,
+        silence_timeout: float,
+        healthy_after: float,
+        backoff: Backoff,
+        rng: random.Random | None,
+    ) -> None:
+        self.silence_timeout = silence_timeout
+        self.healthy_after = healthy_after
+        self.backoff = backoff
+        self.stats = LinkStats()
+        self._rng = rng
+
+    def healthy(self, connected_at: float | None) -> bool:
+        """A connection made at ``connected_at`` (monotonic) lived long enough."""
+        return connected_at is not None and time.monotonic() - connected_at >= self.healthy_after
+
+
 class RestClient:
     """What both venues' REST clients share: base URL, retry policy, stats, and
     closing the HTTP client on ``async with`` exit if this object made it."""
@@ -207,6 +246,7 @@ class RestClient:
         max_retries: int,
         timeout: float,
         rng: random.Random | None,
+        parse_error: Callable[[bytes], tuple[str | None, str]],
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.stats = RestStats()
@@ -215,6 +255,17 @@ class RestClient:
         self._own = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._rng = rng
+        self._parse_error = parse_error
+
+    async def _get_url(
+        self, url: str, headers: Callable[[], dict[str, str]], params: Mapping[str, str | int]
+    ) -> httpx.Response:
+        """``GET`` with this client's retry policy (``request``); counted in ``stats``."""
+        return await request(
+            self._client, "GET", url, headers=headers, parse_error=self._parse_error,
+            params=params, backoff=self.backoff, max_retries=self.max_retries,
+            stats=self.stats, rng=self._rng,
+        )  # fmt: skip
 
     async def __aenter__(self) -> Self:
         return self

@@ -38,7 +38,7 @@ from rbot.actors.backoff import Backoff
 from rbot.bus.messages import Candle, Tick
 
 from .errors import ProtocolError, VenueHttpError
-from .link import ConnectPacer, LinkState, LinkStats, RestClient, Secret, request, retry_after
+from .link import ConnectPacer, LinkState, RestClient, Secret, StreamClient, retry_after
 from .oanda_proto import (
     CANDLE_COUNT_DEFAULT,
     CANDLE_COUNT_MAX,
@@ -107,7 +107,7 @@ async def ndjson_lines(
         yield bytes(buf)
 
 
-class PricingStream:
+class PricingStream(StreamClient):
     """``GET /v3/accounts/{id}/pricing/stream`` with reconnects; see the module doc."""
 
     def __init__(
@@ -129,19 +129,17 @@ class PricingStream:
     ) -> None:
         if not instruments:
             raise ValueError("no instruments to stream")
+        super().__init__(
+            silence_timeout=silence_timeout, healthy_after=healthy_after, backoff=backoff, rng=rng
+        )
         self.url = f"{base_url.rstrip('/')}/v3/accounts/{account_id}/pricing/stream"
         self.instruments = list(instruments)
         self.snapshot = snapshot
-        self.silence_timeout = silence_timeout
-        self.healthy_after = healthy_after
-        self.backoff = backoff
         self.rate_limit_backoff = rate_limit_backoff
         self.connect_timeout = connect_timeout
-        self.stats = LinkStats()
         self._token = token
         self._client = client
         self._pacer = ConnectPacer(rate=max_connects_per_s)
-        self._rng = rng
         self._seq = 0
         self._connected_at: float | None = None
 
@@ -155,7 +153,7 @@ class PricingStream:
             try:
                 while True:
                     await self._pacer.wait()
-                    self._count_attempt()
+                    self.stats.count_attempt()
                     self._connected_at = None
                     try:
                         async with contextlib.aclosing(self._connection(client)) as conn:
@@ -167,7 +165,7 @@ class PricingStream:
                             raise
                         delay = self._failed(exc, attempt)
                     except (_Lost, httpx.RequestError) as exc:
-                        if self._was_healthy():
+                        if self.healthy(self._connected_at):
                             attempt = 0  # a healthy connection restarts the backoff
                         delay = self._failed(exc, attempt)
                     attempt += 1
@@ -231,28 +229,17 @@ class PricingStream:
                         self._seq += 1
                         yield to_tick(msg, self._seq)
 
-    def _count_attempt(self) -> None:
-        if self.stats.attempts:
-            self.stats.reconnects += 1
-        self.stats.attempts += 1
-
-    def _was_healthy(self) -> bool:
-        at = self._connected_at
-        return at is not None and time.monotonic() - at >= self.healthy_after
-
     def _failed(self, exc: Exception, attempt: int) -> float:
-        st = self.stats
-        st.state = LinkState.WAITING
-        st.last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, VenueHttpError) and exc.rate_limited:
-            st.rate_limited += 1
             wait = exc.retry_after or 0.0
             delay = max(self.rate_limit_backoff.delay(attempt, self._rng), wait)
+            self.stats.lost(exc, delay, rate_limited=True)
         else:
-            st.errors += 1
             delay = self.backoff.delay(attempt, self._rng)
-        st.last_delay = delay
-        log.warning("oanda pricing stream lost (%s); reconnecting in %.2fs", st.last_error, delay)
+            self.stats.lost(exc, delay)
+        log.warning(
+            "oanda pricing stream lost (%s); reconnecting in %.2fs", self.stats.last_error, delay
+        )
         return delay
 
 
@@ -273,7 +260,7 @@ class OandaRest(RestClient):
     ) -> None:
         super().__init__(
             base_url=base_url, client=client, backoff=backoff, max_retries=max_retries,
-            timeout=timeout, rng=rng,
+            timeout=timeout, rng=rng, parse_error=_error_fields,
         )  # fmt: skip
         self._token = token
 
@@ -293,17 +280,10 @@ class OandaRest(RestClient):
         if not price or set(price) - set(PRICE_COMPONENTS):
             raise ValueError("price must be made of M, B and A")
         component: CandleComponent = PRICE_COMPONENTS[price[0]]
-        resp = await request(
-            self._client,
-            "GET",
+        resp = await self._get_url(
             f"{self.base_url}/v3/instruments/{instrument}/candles",
-            headers=self._headers,
-            parse_error=_error_fields,
-            params={"granularity": granularity, "count": count, "price": price},
-            backoff=self.backoff,
-            max_retries=self.max_retries,
-            stats=self.stats,
-            rng=self._rng,
+            self._headers,
+            {"granularity": granularity, "count": count, "price": price},
         )
         return parse_candles(resp.content, component)
 

@@ -20,7 +20,8 @@ from rbot.bus.pnl import Rate, convert, realized_pnl
 
 from ..paper.engine import Change
 from ..paper.state import can_transition
-from .oanda_proto import CLOSE_REASONS, Fact
+from .facts import Fact
+from .oanda_proto import CLOSE_REASONS
 
 UNKNOWN = "UNKNOWN"  # broker_state while a send's outcome is not known (resolved by lookup)
 SENT = "SENT"  # accepted by the broker, resting (LIMIT) or open

@@ -7,7 +7,11 @@ instance that holds the lease runs a ``LiveWorker``; the others wait on a
 watch of the lease and take it over (compare-and-set on the revision they saw)
 when its holder's heartbeats stop for two beat intervals.  A restart of the
 same instance adopts its own lease.  Only venues whose live routing exists
-and is configured run (``Settings.live_venues``: OANDA today).
+and is configured run (``Settings.live_venues``: OANDA, Coinbase), and only
+while live execution is on (``PAPER_MODE=false``, ``EXECUTION_ENABLED=true``):
+with live off this actor never talks to a broker.  A Coinbase key whose
+``COINBASE_API_ALGO`` disagrees with it (or is unknown) stops the start with
+that error.
 
 ``<p>.cmd.live.reconcile`` (``rbot reconcile``) reconciles every venue this
 instance leads and answers a JSON summary per venue.
@@ -32,9 +36,13 @@ from rbot.bus.pnl import rate_from_ticks
 from rbot.bus.subjects import live_partition
 
 from ..base import Actor, Ready
-from ..feeds.live import oanda_account, oanda_endpoints
+from ..feeds.live import coinbase_credentials, coinbase_rest_base, oanda_account, oanda_endpoints
+from .coinbase_broker import CoinbaseOrders, user_ws_url
+from .coinbase_proto import key_algorithm
+from .coinbase_worker import CoinbaseWorker
 from .oanda_broker import OandaOrders
-from .worker import LiveWorker
+from .oanda_worker import OandaWorker
+from .worker import Broker, LiveWorker
 
 SECRET_FIELDS = ("token", "authorization", "pin", "jwt", "secret")
 
@@ -67,6 +75,8 @@ class LiveExecutor(Actor):
                 return
             self.ticks[(tick.venue, tick.symbol)] = tick
 
+        venues = self.settings.live_venues() if self._live_on() else []
+        brokers = {venue: self._broker(venue) for venue in venues}  # bad credentials: stop here
         subs = [
             await bus.nc.subscribe(bus.subjects.heartbeats_of(self.name), cb=on_beat),
             await bus.nc.subscribe(bus.subjects.ticks(), cb=on_tick),
@@ -75,13 +85,15 @@ class LiveExecutor(Actor):
         ready()
         try:
             async with asyncio.TaskGroup() as tg:
-                for venue in self.settings.live_venues():
-                    tg.create_task(self._lead(venue))
+                for venue, broker in brokers.items():
+                    tg.create_task(self._lead(venue, broker))
                 await bus.closed.wait()
         finally:
             for sub in subs:
                 with contextlib.suppress(Exception):  # boundary: the connection may be gone
                     await sub.unsubscribe()
+            for broker in brokers.values():
+                await broker.aclose()
 
     async def _on_reconcile(self, msg: Msg) -> None:
         out: dict[str, Any] = {}
@@ -95,7 +107,10 @@ class LiveExecutor(Actor):
             await msg.respond(json.dumps({"instance": self.instance, "venues": out}).encode())
 
     # -- leadership ------------------------------------------------------------------
-    async def _lead(self, venue: str) -> None:
+    def _live_on(self) -> bool:
+        return not self.settings.paper_mode and self.settings.execution_enabled
+
+    async def _lead(self, venue: str, broker: Broker) -> None:
         fence = PartitionFence(self.bus, self.kv, live_partition(venue), self.instance)
         silence = 2 * self.settings.rbot_beat_interval_s + 0.25
         while not await self._acquire(fence, silence):
@@ -109,8 +124,8 @@ class LiveExecutor(Actor):
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
         self.log.info("live %s: leading (epoch %s)", venue, fence.epoch)
-        broker = self._broker(venue)
-        worker = LiveWorker(
+        kind = CoinbaseWorker if venue == "coinbase" else OandaWorker
+        worker = kind(
             self.bus, self.kv, self.kv_prices, self.kv_control, fence, self.settings,
             lambda a, b: rate_from_ticks(self.ticks, a, b), self.ticks, venue, broker,
         )  # fmt: skip
@@ -119,7 +134,6 @@ class LiveExecutor(Actor):
             await worker.run()
         finally:
             self.workers.pop(venue, None)
-            await broker.aclose()
             with contextlib.suppress(Exception):  # boundary: taken over anyway when we are gone
                 await asyncio.shield(fence.release())
 
@@ -142,20 +156,32 @@ class LiveExecutor(Actor):
             return await fence.take_over(entry.revision)
         return False
 
-    def _broker(self, venue: str) -> OandaOrders:
-        stream_url, rest_url = oanda_endpoints(self.settings)
-        account, token = oanda_account(self.settings)
+    def _broker(self, venue: str) -> Broker:
         s = self.settings
 
         async def audit(kind: str, data: dict[str, Any]) -> None:
             clean = {k: v for k, v in data.items() if k.lower() not in SECRET_FIELDS}
             self.log.info("audit %s %s", kind, clean)
             payload = {"venue": venue, "kind": kind, "instance": self.instance, **clean}
-            await self.bus.nc.publish(
+            # durable (stream AUDIT) before the send goes out: no send without its record
+            await self.bus.js.publish(
                 self.bus.subjects.live_audit(venue, kind),
                 codec.encode_envelope(f"live_{kind}", venue, codec.to_builtins(payload)),
             )
 
+        if venue == "coinbase":
+            creds = coinbase_credentials(s)
+            assert creds is not None  # live_venues() says the key is there
+            key = s.coinbase_api_key_secret
+            assert key is not None
+            key_algorithm(key.get_secret_value(), s.coinbase_api_algo)  # CredentialError
+            return CoinbaseOrders(
+                base_url=coinbase_rest_base(s), ws_url=user_ws_url(s.coinbase_ws_url),
+                credentials=creds, products=s.symbols("coinbase"),
+                timeout=s.rbot_live_timeout_s, max_retries=s.rbot_live_max_retries, audit=audit,
+            )  # fmt: skip
+        stream_url, rest_url = oanda_endpoints(s)
+        account, token = oanda_account(s)
         return OandaOrders(
             base_url=rest_url, stream_url=stream_url, account_id=account, token=token,
             timeout=s.rbot_live_timeout_s, max_retries=s.rbot_live_max_retries, audit=audit,

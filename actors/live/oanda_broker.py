@@ -21,25 +21,16 @@ from rbot.bus.messages import Order
 
 from ..backoff import Backoff
 from ..feeds.link import Secret, retry_after
+from .facts import BrokerUnavailable, OutcomeUnknown, StreamLost
 from .oanda_proto import Outcome, create_outcome, order_body, order_state_facts
+
+__all__ = ["BrokerUnavailable", "OandaOrders", "OutcomeUnknown", "StreamLost"]
 
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 async def _no_audit(kind: str, data: dict[str, Any]) -> None:
     return None
-
-
-class BrokerUnavailable(Exception):
-    """The broker could not be reached (or kept refusing) within the retry budget."""
-
-
-class OutcomeUnknown(BrokerUnavailable):
-    """A send whose outcome could not be learnt: the order is marked UNKNOWN."""
-
-
-class StreamLost(Exception):
-    """The transaction stream ended, broke or went silent."""
 
 
 class OandaOrders:

@@ -18,14 +18,15 @@ transactions (from the answer, the transaction stream or ``/changes``) to
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 from rbot.bus import codec
 from rbot.bus.messages import Order
 
-FactKind = Literal["filled", "closed", "cancelled"]
+from .facts import Fact, FactKind, Outcome
+
+__all__ = ["CLOSE_REASONS", "Fact", "FactKind", "Outcome", "create_outcome", "facts", "order_body"]
 
 # OANDA close reasons -> ours (PROTOCOLS.md: reuse theirs where they exist)
 CLOSE_REASONS = {
@@ -36,32 +37,6 @@ CLOSE_REASONS = {
     "MARKET_ORDER_POSITION_CLOSEOUT": "CLIENT_REQUEST",
     "MARKET_ORDER_MARGIN_CLOSEOUT": "MARGIN_CLOSEOUT",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Fact:
-    """Something the broker says happened to one of our orders."""
-
-    kind: FactKind
-    txn_id: int
-    time: str
-    client_id: str | None = None  # our order id (clientExtensions.id), when the txn names it
-    broker_order_id: str | None = None
-    trade_id: str | None = None
-    price: Decimal | None = None
-    reason: str | None = None  # OANDA's reason (fill reason, cancel reason)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a create answered: ``filled`` / ``pending`` / ``cancelled`` / ``rejected``."""
-
-    kind: Literal["filled", "pending", "cancelled", "rejected"]
-    broker_order_id: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    facts: tuple[Fact, ...] = ()
-    last_txn: int = 0
 
 
 def _num(value: Decimal) -> str:

@@ -12,14 +12,16 @@ on ``<p>.exec.live.<venue>.>``.  Instead of a fill model it has a broker:
   ``errorCode``).  Before sending, HALTED refuses (``trading_halted``),
   REDUCING lets out only orders that reduce (``trading_reducing``), and the
   venue's notional cap is checked (``live_notional_cap``).
-- the transaction stream (and ``/changes`` after every reconnect, from the
-  last applied transaction id kept in KV ``lc.<venue>``) drives fills, TP/SL
-  closes, cancels and GTD expiries;
+- the broker's event stream drives fills, TP/SL closes, cancels and expiries;
+  how it is read, caught up after a gap, and how an order is looked up,
+  cancelled or closed is the venue's part: ``OandaWorker`` (transaction
+  stream, ``/changes``) and ``CoinbaseWorker`` (``user`` channel, lookups,
+  ``batch_cancel``) override ``_catch_up``, ``_apply_txns``, ``_resolve``, ``_end``;
 - reconciliation (on start, after a stream gap, on ``rbot reconcile``): every
   active live order is looked up at the broker; one whose send's outcome is
   unknown is resolved by that lookup and sent again only if the broker says it
-  does not have it (the same ``clientExtensions.id`` makes a duplicate
-  impossible even then).
+  does not have it (the same client order id makes a duplicate impossible
+  even then).
 
 One loop applies commands, transactions and reconciliations one at a time.
 """
@@ -29,12 +31,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Coroutine, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from rbot.bus import codec, keys
@@ -47,7 +48,6 @@ from rbot.bus.messages import (
     CancelCmd,
     ExpireCmd,
     Order,
-    OrderStatus,
     PlaceCmd,
     Tick,
     TradingState,
@@ -63,10 +63,23 @@ from ..paper.partition import (
 )
 from ..paper.state import is_active
 from . import core
-from .oanda_broker import BrokerUnavailable, OandaOrders, OutcomeUnknown, StreamLost
-from .oanda_proto import Fact, Outcome, facts, order_state_facts
+from .oanda_broker import BrokerUnavailable, OutcomeUnknown, StreamLost
+from .oanda_proto import Fact, Outcome
 
 Txns = list[dict[str, Any]]
+
+
+class Broker(Protocol):
+    """What the venue-neutral worker needs of a broker shell (``OandaOrders``,
+    ``CoinbaseOrders``); the venue's worker subclass uses the rest of its shell."""
+
+    def create(self, order: Order) -> Awaitable[Outcome]: ...
+
+    def transactions(
+        self, on_open: Callable[[], Awaitable[None]]
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class LiveWorker(PartitionWorker):
@@ -81,7 +94,7 @@ class LiveWorker(PartitionWorker):
         rate: Rate,
         ticks: Mapping[tuple[str, str], Tick],
         venue: str,
-        broker: OandaOrders,
+        broker: Broker,
     ) -> None:
         super().__init__(bus, kv, kv_prices, fence, settings, rate, ticks)
         self.venue = venue
@@ -96,7 +109,6 @@ class LiveWorker(PartitionWorker):
         self.live_stats = {"sent": 0, "unknown": 0, "refused": 0, "reconciled": 0}
 
     async def prepare(self) -> None:
-        self.cursor = await self._read_cursor()
         await self.reconcile()
 
     def loops(self) -> list[Coroutine[Any, Any, None]]:
@@ -134,15 +146,8 @@ class LiveWorker(PartitionWorker):
             attempt += 1
 
     async def _catch_up(self) -> None:
-        """The stream is open: fetch what happened since the last applied transaction."""
-        if self.cursor > 0:
-            txns, _ = await self.broker.changes(self.cursor)
-            if txns:
-                self.log.info("caught up %d transactions since %d", len(txns), self.cursor)
-            self.txns.put_nowait(txns)
-        if self.gaps:
-            self.reconciles.put_nowait(asyncio.get_running_loop().create_future())
-        self.work.set()
+        """The stream is open: catch up on what happened while it was not (the venue's way)."""
+        raise NotImplementedError
 
     async def _apply_loop(self) -> None:
         while True:
@@ -277,93 +282,20 @@ class LiveWorker(PartitionWorker):
         await self._end(order, "TIME_IN_FORCE_EXPIRED")
 
     async def _end(self, order: Order, reason: str) -> None:
-        """Cancel a resting order / close an open trade at the broker."""
-        if order.status is OrderStatus.PENDING:
-            if order.broker_state == core.UNKNOWN:
-                await self._resolve(order)
-                order = self.engine.orders.get(order.id, order)
-                if order.status is not OrderStatus.PENDING:
-                    return await self._end(order, reason) if is_active(order.status) else None
-                if order.broker_state == core.UNKNOWN:  # the broker never had it
-                    fact = Fact("cancelled", 0, codec.now_iso(), reason=reason)
-                    await self._fact(order, fact)
-                    return None
-            status, body = await self.broker.cancel(order.id)
-            txn = body.get("orderCancelTransaction")
-            if status == 200 and isinstance(txn, dict):
-                ours = {**txn, "reason": reason if txn.get("reason") == "CLIENT_REQUEST" else
-                        txn.get("reason")}  # fmt: skip
-                for fact in facts(ours):
-                    order = await self._fact(order, fact)
-                return None
-            await self._resolve(order)  # filled meanwhile, or gone: ask the broker
-            return None
-        if order.status is OrderStatus.OPEN and order.broker_trade_id:
-            closing = self._stamp(msgspec.structs.replace(order, closing=reason))
-            await self.fence.put(keys.order(order.id), codec.encode(closing))
-            self.engine.update(closing)
-            status, body = await self.broker.close(order.broker_trade_id)
-            txn = body.get("orderFillTransaction")
-            if status == 200 and isinstance(txn, dict):
-                for fact in facts(txn):
-                    closing = await self._fact(closing, fact)
-                return None
-            await self._resolve(closing)
-        return None
+        """Cancel a resting order / close an open trade at the broker (the venue's way)."""
+        raise NotImplementedError
 
-    # -- transactions and reconciliation -------------------------------------------------
+    # -- the venue's part ----------------------------------------------------------------
     async def _apply_txns(self, txns: Txns) -> None:
-        top = self.cursor
-        for txn in txns:
-            if txn.get("type") in ("HEARTBEAT", "TRANSACTION_HEARTBEAT"):
-                last = int(txn.get("lastTransactionID") or 0)
-                if self.cursor == 0 and last:
-                    top = max(top, last)
-                continue
-            tid = int(txn.get("id") or 0)
-            if tid <= self.cursor:
-                continue
-            for fact in facts(txn):
-                order = core.match(self.engine.orders, fact)
-                if order is not None:
-                    await self._fact(order, fact)
-            top = max(top, tid)
-        if top > self.cursor:
-            self.cursor = top
-            await self.fence.put(keys.live_cursor(self.venue), str(top).encode())
-
-    async def _read_cursor(self) -> int:
-        try:
-            entry = await self.kv.get(keys.live_cursor(self.venue))
-        except KeyNotFoundError:
-            return 0
-        return int(entry.value or b"0")
+        """Apply what the broker's stream (or a catch-up) said."""
+        raise NotImplementedError
 
     async def _resolve(self, order: Order) -> int:
-        """Learn an order's state at the broker by lookup and apply it; an order the broker
-        does not have and whose send's outcome was unknown is sent (same client id)."""
-        try:
-            found = await self.broker.lookup(order.id)
-        except BrokerUnavailable as exc:
-            self.log.warning("reconcile %s: %s", order.id, exc)
-            return 0
-        if found is None:
-            if order.broker_state == core.UNKNOWN and order.status is OrderStatus.PENDING:
-                self.log.info("order %s never reached the broker: sending it", order.id)
-                await self._send(order)
-                return 1
-            return 0
-        broker_order, trade = found
-        before = order.events
-        if order.broker_state == core.UNKNOWN:
-            known = core.accepted(order, str(broker_order.get("id", "")) or None)
-            await self.fence.put(keys.order(order.id), codec.encode(self._stamp(known)))
-            self.engine.update(known)
-            order = known
-        for fact in order_state_facts(broker_order, trade):
-            order = await self._fact(order, fact)
-        return 1 if order.events != before else 0
+        """Learn an order's state at the broker by lookup and apply it (1: it changed); an
+        order the broker does not have and whose send's outcome was unknown is sent."""
+        raise NotImplementedError
 
+    # -- reconciliation ---------------------------------------------------------------
     async def reconcile(self) -> dict[str, int]:
         """Compare every active live order with the broker; publish what changed."""
         checked = changed = 0

@@ -15,6 +15,7 @@ from decimal import Decimal
 import msgspec
 
 from rbot.bus import codec
+from rbot.bus.active import deadline
 from rbot.bus.messages import Fill, Order, OrderStatus, Tick
 from rbot.bus.pnl import Rate, convert, realized_pnl
 
@@ -191,16 +192,14 @@ class Engine:
         order = self.orders.get(order_id)
         if order is None:
             return None
+        when = deadline(order)  # the one definition (the reaper's markers carry it too)
         if order.status is OrderStatus.PENDING:
-            if order.expires_at and now < codec.parse_iso(order.expires_at):
+            if when is not None and now < when:
                 return None
             return self._end_pending(
                 order, OrderStatus.EXPIRED, "order_expired", "TIME_IN_FORCE_EXPIRED"
             )
-        if order.opened_at is None:
-            return None
-        limit = codec.parse_iso(order.opened_at) + dt.timedelta(minutes=order.max_hold_min)
-        if now < limit:
+        if when is None or now < when:
             return None
         return self.cancel(order_id, "TIME_IN_FORCE_EXPIRED")
 

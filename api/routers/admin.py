@@ -10,6 +10,7 @@ demoting each other at once cannot both succeed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -69,39 +70,34 @@ async def list_users(ctx: Ctx, auth: AuthDep) -> list[AdminUserOut]:
     return [AdminUserOut.of(u) for u in await auth.users(ctx.bus).list_all()]
 
 
-def _last_admin() -> ApiError:
-    return ApiError(409, "last_admin", "this is the last enabled admin")
+async def _change(
+    users: UserStore, user_id: str, change: Callable[[], Awaitable[UserRecord]]
+) -> AdminUserOut:
+    """One change to an existing user: 404 if there is none, 409 for the last admin."""
+    await _target(users, user_id)
+    try:
+        return AdminUserOut.of(await change())
+    except UserNotFound:
+        raise ApiError(404, "user_not_found", "no such user") from None
+    except LastAdmin:
+        raise ApiError(409, "last_admin", "this is the last enabled admin") from None
 
 
 @router.post("/users/{user_id}/role", response_model=AdminUserOut)
 async def set_role(user_id: UserId, body: RoleIn, ctx: Ctx, auth: AuthDep) -> AdminUserOut:
     users = auth.users(ctx.bus)
-    await _target(users, user_id)
-    try:
-        return AdminUserOut.of(await users.set_role(user_id, body.role, keep_admin=True))
-    except UserNotFound:
-        raise ApiError(404, "user_not_found", "no such user") from None
-    except LastAdmin:
-        raise _last_admin() from None
+    return await _change(
+        users, user_id, lambda: users.set_role(user_id, body.role, keep_admin=True)
+    )
 
 
 @router.post("/users/{user_id}/disable", response_model=AdminUserOut)
 async def disable(user_id: UserId, ctx: Ctx, auth: AuthDep) -> AdminUserOut:
     users = auth.users(ctx.bus)
-    await _target(users, user_id)
-    try:
-        return AdminUserOut.of(await users.set_disabled(user_id, True, keep_admin=True))
-    except UserNotFound:
-        raise ApiError(404, "user_not_found", "no such user") from None
-    except LastAdmin:
-        raise _last_admin() from None
+    return await _change(users, user_id, lambda: users.set_disabled(user_id, True, keep_admin=True))
 
 
 @router.post("/users/{user_id}/enable", response_model=AdminUserOut)
 async def enable(user_id: UserId, ctx: Ctx, auth: AuthDep) -> AdminUserOut:
     users = auth.users(ctx.bus)
-    await _target(users, user_id)
-    try:
-        return AdminUserOut.of(await users.set_disabled(user_id, False))
-    except UserNotFound:
-        raise ApiError(404, "user_not_found", "no such user") from None
+    return await _change(users, user_id, lambda: users.set_disabled(user_id, False))

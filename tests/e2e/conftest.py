@@ -27,7 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright, expect
+
+# Assertions wait for a condition, never a fixed time; on a loaded 2-core machine
+# (CI, or several test runs at once) rendering 500 feed lines can take > 5 s.
+expect.set_options(timeout=15_000)
 
 CHROMIUM = Path(os.environ.get("RBOT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -22,8 +22,12 @@ REST under ``/api/v3/brokerage`` (CDP JWT required: ``Authorization: Bearer``,
 ES256/EdDSA, ``iss=cdp``, ``sub``=``kid``, ``uri`` = "METHOD host/path"; else
 401 ``Unauthorized``) and the public mirrors under ``/api/v3/brokerage/market``
 (no auth): ``GET /products``, ``GET /products/{id}``, ``GET /product_book``,
-``GET /products/{id}/candles`` (newest first, at most 350), ``POST /orders``
-and ``GET /orders/historical/{order_id}`` (private only).  Every REST answer
+``GET /products/{id}/candles`` (newest first, at most 350), and (private
+only) the orders of ``tests/fakes/coinbase_orders.py``: ``POST /orders``,
+``GET /orders/historical/{order_id}``, ``GET /orders/historical/batch``,
+``POST /orders/batch_cancel``; their changes go out on the ``user`` channel
+(subscribe with a valid ``jwt``, else an ``error``; a snapshot of the open
+orders first).  Every REST answer
 carries ``x-ratelimit-limit/-remaining/-reset`` (10/s public per client, 30/s
 private per key; ``reset`` is the unix second the window ends: a guess), and
 over the limit, or when scripted, answers 429.
@@ -36,31 +40,35 @@ Scripting, in-process::
         fake.send_malformed()     # one frame that is not JSON
         fake.go_silent()          # open sockets send nothing any more
         fake.reject_rest(2)       # the next 2 REST requests answer 429
+        fake.delay_next_create(2) # the next create is accepted, answered 2 s late
+        fake.expire("<client_order_id>")  # a resting GTD order reaches its end_time
         fake.set_quote("BTC-USD", "100.00", "100.02")  # book + ticker, pushed now
         await fake.snapshots.reach(2)
 
 or over HTTP (no auth): ``POST /_control/{drop, skip, malformed, silence,
-reject_rest, reject_ws, quote, level, push}`` with the same keyword arguments
+reject_rest, reject_ws, quote, level, push, expire, delay_create}`` with the same keyword arguments
 as JSON, ``GET /_control/stats``.
 
-Run: ``python -m tests.fakes.coinbase --port 0`` prints ``LISTENING
-http://127.0.0.1:<port>``; REST at that URL, WebSocket at ``ws://`` the same.
+Run: ``python -m tests.fakes.coinbase --port 0 [--key-file cdp.pem]`` prints
+``LISTENING http://127.0.0.1:<port>`` (and ``KEY <name>`` of the CDP key it
+made); REST at that URL, WebSocket at ``ws://`` the same.
 
-Not modelled: the user channel, order matching after placement (limit orders
-stay OPEN), fees, ``ticker_batch``/``market_trades``/``candles`` channel data,
-closing quiet channels after 60-90 s.
+Not modelled: fees, partial fills, the user channel's own host (served on the
+market-data socket here), ``ticker_batch``/``market_trades``/``candles``
+channel data, closing quiet channels after 60-90 s.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import enum
 import json
+import os
 import random
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -81,9 +89,12 @@ from starlette.websockets import WebSocket
 from rbot.bus import granularity
 from rbot.bus.timing import every
 from tests.fakes._serve import Counter, cli_args, first_done, ns_time, run_cli, serving
+from tests.fakes.coinbase_orders import OrderDesk, user_record
 
 API = "/api/v3/brokerage"
-CHANNELS = ("ticker", "ticker_batch", "level2", "heartbeats", "market_trades", "status", "candles")
+CHANNELS = (
+    "ticker", "ticker_batch", "level2", "heartbeats", "market_trades", "status", "candles", "user",
+)  # fmt: skip
 ANSWERS_ON = {"level2": "l2_data"}
 GRANULARITIES = granularity.COINBASE
 MAX_CANDLES = 350
@@ -217,6 +228,7 @@ class FakeCoinbase:
         public_rate: int = 10,
         private_rate: int = 30,
         depth: int = 10,
+        quote_balance: str = "1000000",
     ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.subscribe_timeout = subscribe_timeout
@@ -234,13 +246,15 @@ class FakeCoinbase:
         self.snapshots = Counter()  # l2_data snapshots sent
         self.rest_requests = 0
         self.rejected = 0
-        self.orders: dict[str, dict[str, Any]] = {}
         self.url = ""
         self._conns: set[_Conn] = set()
         self._rest_reject: list[int] = []
         self._ws_reject: list[int] = []
         self._windows: dict[str, tuple[int, int]] = {}  # bucket -> (second, count)
-        self._client_orders: dict[str, str] = {}
+        self.lists = 0  # GET /orders/historical/batch requests (lookups)
+        self.desk = OrderDesk(self.products, Decimal(quote_balance))
+        self.desk.listeners.append(self._on_order)
+        self._delays: list[float] = []  # the next creates answer this late (after accepting)
 
     # ------------------------------------------------------------------ scripting
 
@@ -281,6 +295,17 @@ class FakeCoinbase:
     def reject_rest(self, n: int, status: int = 429) -> None:
         self._rest_reject.extend([status] * n)
 
+    def delay_next_create(self, seconds: float) -> None:
+        """The next create is accepted at once but answered ``seconds`` late."""
+        self._delays.append(seconds)
+
+    @property
+    def creates(self) -> int:
+        return self.desk.creates
+
+    def expire(self, client_order_id: str) -> bool:
+        return self.desk.expire(client_order_id)
+
     def reject_ws(self, n: int, status: int = 429) -> None:
         self._ws_reject.extend([status] * n)
 
@@ -303,6 +328,7 @@ class FakeCoinbase:
         updates.append(p.set_level("offer", a, Decimal(ask_size)))
         if push:
             self._publish(product_id, updates)
+        self.desk.match(product_id)
         return updates
 
     def set_level(
@@ -362,7 +388,9 @@ class FakeCoinbase:
             Route("/_control/stats", self._control_stats),
             Route("/_control/{action}", self._control, methods=["POST"]),
             Route(f"{API}/orders", self._create_order, methods=["POST"]),
+            Route(f"{API}/orders/historical/batch", self._list_orders),
             Route(f"{API}/orders/historical/{{order_id}}", self._get_order),
+            Route(f"{API}/orders/batch_cancel", self._batch_cancel, methods=["POST"]),
         ]
         for prefix in (API, f"{API}/market"):
             routes += [
@@ -445,6 +473,8 @@ class FakeCoinbase:
             return fail("Failure to subscribe: unknown product")
         if "jwt" in msg and self.keys and self._verify_jwt(str(msg["jwt"]), None) is not None:
             return fail("authentication failure")
+        if channel == "user" and self._verify_jwt(str(msg.get("jwt", "")), None) is not None:
+            return fail("authentication failure: the user channel needs a valid jwt")
         subs = conn.subs.setdefault(channel, set())
         if msg["type"] == "unsubscribe":
             subs.difference_update(products)
@@ -457,6 +487,12 @@ class FakeCoinbase:
         conn.queue.put_nowait(("subscriptions", [{"subscriptions": ack}]))
 
     def _snapshots(self, conn: _Conn, channel: str, products: list[str]) -> None:
+        if channel == "user":
+            orders = [
+                user_record(o) for o in self.desk.orders.values()
+                if o["status"] in ("OPEN", "PENDING") and (not products or o["product_id"] in products)
+            ]  # fmt: skip
+            conn.queue.put_nowait(("user", [{"type": "snapshot", "orders": orders}]))
         if channel == "ticker" and products:
             tickers = [self.products[p].ticker() for p in products]
             conn.queue.put_nowait(("ticker", [{"type": "snapshot", "tickers": tickers}]))
@@ -638,117 +674,47 @@ class FakeCoinbase:
             body = json.loads(await request.body())
         except ValueError:
             return rest_error(400, "INVALID_ARGUMENT", "body is not JSON")
-        if not isinstance(body, dict):
-            return rest_error(400, "INVALID_ARGUMENT", "body must be an object")
-        coid, pid, side = body.get("client_order_id"), body.get("product_id"), body.get("side")
-        config = body.get("order_configuration")
-        if not coid or not pid or not side or not isinstance(config, dict):
-            return rest_error(
-                400,
-                "INVALID_ARGUMENT",
-                "client_order_id, product_id, side and order_configuration are required",
-            )
-        if (existing := self._client_orders.get(coid)) is not None:
-            return JSONResponse(self._success(self.orders[existing]))
-        failure = self._order_failure(pid, side, config, body.get("attached_order_configuration"))
-        if failure is not None:
-            error, preview = failure
-            return JSONResponse(
-                {
-                    "success": False,
-                    "failure_reason": "UNKNOWN_FAILURE_REASON",
-                    "error_response": {
-                        "error": error,
-                        "message": error.replace("_", " ").lower(),
-                        "error_details": error.replace("_", " ").lower(),
-                        "preview_failure_reason": preview,
-                        "new_order_failure_reason": error,
-                    },
-                    "order_configuration": config,
-                }
-            )
-        ((kind, cfg),) = config.items()
-        p = self.products[pid]
-        best = p.best_ask if side == "BUY" else p.best_bid
-        status = "FILLED" if kind.startswith("market") else "OPEN"
-        limit = _dec(cfg.get("limit_price"))
-        if status == "OPEN" and limit is not None and best is not None and kind.startswith("limit"):
-            crosses = limit >= best if side == "BUY" else limit <= best
-            status = "FILLED" if crosses else "OPEN"
-        order = {
-            "order_id": str(uuid.uuid4()),
-            "product_id": pid,
-            "side": side,
-            "client_order_id": coid,
-            "status": status,
-            "order_configuration": config,
-            "average_filled_price": str(best) if status == "FILLED" and best else "0",
-            "filled_size": cfg.get("base_size", "0") if status == "FILLED" else "0",
-            "created_time": ns_time(),
-        }
-        if "attached_order_configuration" in body:
-            order["attached_order_configuration"] = body["attached_order_configuration"]
-        self.orders[order["order_id"]] = order
-        self._client_orders[coid] = order["order_id"]
-        return JSONResponse(self._success(order))
-
-    def _order_failure(
-        self, pid: str, side: str, config: dict[str, Any], attached: Any
-    ) -> tuple[str, str] | None:
-        if pid not in self.products:
-            return "INVALID_PRODUCT_ID", "PREVIEW_INVALID_PRODUCT_ID"
-        if side not in ("BUY", "SELL"):
-            return "INVALID_SIDE", "PREVIEW_INVALID_SIDE"
-        known = {"market_market_ioc", "limit_limit_gtc", "limit_limit_gtd", "trigger_bracket_gtc"}
-        if len(config) != 1 or next(iter(config)) not in known:
-            return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ORDER_CONFIG"
-        ((kind, cfg),) = config.items()
-        if not isinstance(cfg, dict):
-            return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ORDER_CONFIG"
-        p = self.products[pid]
-        if kind == "market_market_ioc":
-            if ("quote_size" in cfg) == ("base_size" in cfg):
-                return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ORDER_CONFIG"
-            size = _dec(cfg.get("quote_size", cfg.get("base_size")))
-        else:
-            size = _dec(cfg.get("base_size"))
-            limit = _dec(cfg.get("limit_price"))
-            if limit is None or limit <= 0:
-                return "INVALID_LIMIT_PRICE", "PREVIEW_INVALID_LIMIT_PRICE"
-            if kind == "limit_limit_gtd" and not cfg.get("end_time"):
-                return "INVALID_END_TIME", "PREVIEW_INVALID_END_TIME"
-            if kind == "trigger_bracket_gtc" and _dec(cfg.get("stop_trigger_price")) is None:
-                return "INVALID_STOP_PRICE", "PREVIEW_INVALID_STOP_PRICE"
-            best = p.best_ask if side == "BUY" else p.best_bid
-            crosses = best is not None and (limit >= best if side == "BUY" else limit <= best)
-            if cfg.get("post_only") and crosses:
-                return "INVALID_LIMIT_PRICE_POST_ONLY", "PREVIEW_INVALID_LIMIT_PRICE_POST_ONLY"
-        if size is None or size <= 0:
-            return "INVALID_SIZE_PRECISION", "PREVIEW_INVALID_BASE_SIZE_TOO_SMALL"
-        if "base_size" in cfg and size < p.base_increment:
-            return "INVALID_SIZE_PRECISION", "PREVIEW_INVALID_BASE_SIZE_TOO_SMALL"
-        if attached is not None:
-            bracket = attached.get("trigger_bracket_gtc") if isinstance(attached, dict) else None
-            if not isinstance(bracket, dict) or any(
-                _dec(bracket.get(k)) is None for k in ("limit_price", "stop_trigger_price")
-            ):
-                return "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ATTACHED_ORDER"
-        return None
-
-    @staticmethod
-    def _success(order: dict[str, Any]) -> dict[str, Any]:
-        keys = ("order_id", "product_id", "side", "client_order_id")
-        return {
-            "success": True,
-            "success_response": {k: order[k] for k in keys},
-            "order_configuration": order["order_configuration"],
-        }
+        status, answer = self.desk.create(body)
+        if self._delays:  # accepted, then the answer comes late (the client times out)
+            await asyncio.sleep(self._delays.pop(0))
+        if status != 200:
+            return rest_error(status, str(answer["error"]), str(answer["message"]))
+        return JSONResponse(answer)
 
     async def _get_order(self, request: Request) -> Response:
-        order = self.orders.get(request.path_params["order_id"])
+        order = self.desk.orders.get(request.path_params["order_id"])
         if order is None:
             return rest_error(404, "NOT_FOUND", "order not found")
         return JSONResponse({"order": order})
+
+    async def _list_orders(self, request: Request) -> Response:
+        self.lists += 1
+        qp = request.query_params
+        try:
+            limit = int(qp.get("limit", "100"))
+            cursor = int(qp.get("cursor") or "0")
+        except ValueError:
+            return rest_error(400, "INVALID_ARGUMENT", "limit and cursor must be integers")
+        listing = self.desk.listing(
+            qp.getlist("product_ids"), qp.getlist("order_status"), max(1, min(limit, 1000)), cursor
+        )
+        return JSONResponse(listing)
+
+    async def _batch_cancel(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return rest_error(400, "INVALID_ARGUMENT", "body is not JSON")
+        ids = body.get("order_ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids:
+            return rest_error(400, "INVALID_ARGUMENT", "order_ids is required")
+        return JSONResponse(self.desk.batch_cancel(ids))
+
+    def _on_order(self, record: dict[str, Any]) -> None:
+        """An order changed: the user channel tells every socket subscribed to it."""
+        for c in self._conns:
+            if "user" in c.subs:
+                c.queue.put_nowait(("user", [{"type": "update", "orders": [record]}]))
 
     # ------------------------------------------------------------------ auth, limits
 
@@ -810,6 +776,8 @@ class FakeCoinbase:
             "quote": self.set_quote,
             "level": self.set_level,
             "push": self.push,
+            "expire": self.expire,
+            "delay_create": self.delay_next_create,
         }
         handler = handlers.get(request.path_params["action"])
         if handler is None:
@@ -865,9 +833,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key-file",
+        default=None,
+        help="make a CDP key (EC P-256), register it and write its private PEM here "
+        "(mode 0600); its name is printed as KEY <name>",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = cli_args("python -m tests.fakes.coinbase", argv)
+    args = cli_args("python -m tests.fakes.coinbase", argv, _extra)
     fake = FakeCoinbase(heartbeat_interval=args.heartbeat or 1.0)
+    if args.key_file:
+        name, pem = fake.new_key()
+        fd = os.open(args.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(pem)
+        print(f"KEY {name}", flush=True)
     background: Callable[[], Coroutine[Any, Any, None]] | None = None
     if args.tick_interval > 0:
         interval = args.tick_interval

@@ -25,6 +25,7 @@ from rbot.actors.feeds.coinbase_client import CdpCredentials, CoinbaseRest, Mark
 from rbot.actors.feeds.errors import VenueHttpError
 from rbot.actors.feeds.link import LinkState, PlainSecret
 from rbot.actors.feeds.oanda_client import OandaRest, PricingStream
+from rbot.actors.process import stop_process
 from rbot.bus.messages import Book, Tick
 from tests.fakes.coinbase import FakeCoinbase
 from tests.fakes.oanda import FakeOanda
@@ -429,6 +430,4 @@ async def test_fake_runs_as_a_process_and_takes_control_over_http(venue: str) ->
             stats = (await c.get("/_control/stats")).json()
             assert stats["rejected"] == 0
     finally:
-        proc.terminate()
-        async with asyncio.timeout(10):
-            await proc.wait()
+        await stop_process(proc, grace=10)

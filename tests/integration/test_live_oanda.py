@@ -91,6 +91,21 @@ async def test_place_fill_take_profit(settings: Settings, bus: Bus) -> None:
         async with stack.client(token) as c:
             got = (await c.get(f"/orders/{oid}")).json()
         assert got["status"] == "CLOSED" and got["mode"] == "live"
+        await _audit_kept_the_create(bus, oid, fake.token)
+
+
+async def _audit_kept_the_create(bus: Bus, oid: str, token: str) -> None:
+    """The durable AUDIT stream holds the create's send and answer, and no secret."""
+    stream = bus.subjects.stream("AUDIT")
+    n = (await bus.js.stream_info(stream)).state.messages
+    records = [
+        json.loads((await bus.js.get_msg(stream, seq)).data or b"{}") for seq in range(1, n + 1)
+    ]
+    assert token not in json.dumps(records)
+    kinds = [(r["payload"]["kind"], r["payload"]["method"]) for r in records]
+    assert ("send", "POST") in kinds and ("answer", "POST") in kinds, kinds
+    sent = next(r["payload"] for r in records if r["payload"]["kind"] == "send")
+    assert oid in json.dumps(sent["body"])  # clientExtensions.id names our order
 
 
 async def test_place_fill_stop_loss_gap(settings: Settings, bus: Bus) -> None:

@@ -185,6 +185,7 @@ async def test_idempotent_retry_returns_the_original(settings: Settings, bus: Bu
             a = (await c.post("/brokers/oanda/orders", json=SEED_TEST2, headers=hdr)).json()
             b = (await c.post("/brokers/oanda/orders", json=SEED_TEST2, headers=hdr)).json()
             assert a["order_id"] == b["order_id"] != first["order_id"]
+            await tap.next("oco_placed", a["order_id"])  # booked (and indexed) by the executor
             listed = (await c.get("/orders")).json()
             assert listed["total"] == 2
 

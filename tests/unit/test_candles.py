@@ -6,18 +6,15 @@ from decimal import Decimal
 
 from rbot.api.candles import CandleBook
 from rbot.bus.messages import Tick
-
-
-def tick(t: str, bid: str, ask: str) -> Tick:
-    return Tick(venue="oanda", symbol="EUR_USD", bid=Decimal(bid), ask=Decimal(ask), time=t)
+from tests.helpers import tick
 
 
 def test_ticks_make_ohlc_candles() -> None:
     book = CandleBook()
-    book.add(tick("2026-01-01T00:00:01.000Z", "1.0", "1.2"))  # mid 1.1
-    book.add(tick("2026-01-01T00:00:30.5Z", "1.3", "1.5"))  # mid 1.4
-    book.add(tick("2026-01-01T00:00:59.9Z", "0.9", "1.1"))  # mid 1.0
-    book.add(tick("2026-01-01T00:01:00.000000001Z", "1.1", "1.1"))  # next minute
+    book.add(tick("1.0", "1.2", time="2026-01-01T00:00:01.000Z"))  # mid 1.1
+    book.add(tick("1.3", "1.5", time="2026-01-01T00:00:30.5Z"))  # mid 1.4
+    book.add(tick("0.9", "1.1", time="2026-01-01T00:00:59.9Z"))  # mid 1.0
+    book.add(tick("1.1", "1.1", time="2026-01-01T00:01:00.000000001Z"))  # next minute
     c = book.get("oanda", "EUR_USD", "M1", 10)
     assert [x["time"] for x in c] == ["2026-01-01T00:00:00.000000Z", "2026-01-01T00:01:00.000000Z"]
     first = c[0]
@@ -38,5 +35,5 @@ def test_empty_sides_and_unknown_series() -> None:
 def test_retention_is_bounded() -> None:
     book = CandleBook(keep=3)
     for minute in range(10):
-        book.add(tick(f"2026-01-01T00:{minute:02d}:00Z", "1", "1"))
+        book.add(tick("1", "1", time=f"2026-01-01T00:{minute:02d}:00Z"))
     assert len(book.get("oanda", "EUR_USD", "M1", 100)) == 3

@@ -21,20 +21,10 @@ from rbot.actors.guard.rules import (
     rate_limited,
 )
 from rbot.api.errors import GUARD_STATUS, guard_status
-from rbot.bus.messages import OrderRequest, Tick, TradingState
+from rbot.bus.messages import OrderRequest, TradingState
+from tests.helpers import tick
 
 SECRET_PIN = "841921"
-
-
-def tick(symbol: str = "EUR_USD", bid: str | None = "1.1650", ask: str | None = "1.1652") -> Tick:
-    venue = "coinbase" if "-" in symbol else "oanda"
-    return Tick(
-        venue=venue,
-        symbol=symbol,
-        bid=None if bid is None else D(bid),
-        ask=None if ask is None else D(ask),
-        time="t",
-    )
 
 
 BASE_REQ = OrderRequest(
@@ -80,7 +70,7 @@ def ctx(**over: Any) -> GuardContext:
 
 
 def btc_ctx(**over: Any) -> GuardContext:
-    return ctx(tick=tick("BTC-USD", "42500.00", "42500.50"), **over)
+    return ctx(tick=tick("42500.00", "42500.50", "BTC-USD"), **over)
 
 
 C = Code
@@ -194,7 +184,7 @@ CASES: list[tuple[str, dict[str, Any], GuardContext, Code | None]] = [
     ("no limits at all", {"qty": D(10**9)}, ctx(limits={}, default_limits=Limits()), None),
     # 10 price feed
     ("no tick", {}, ctx(tick=None, tick_age_s=None), C.NO_PRICE),
-    ("tick of another symbol", {}, ctx(tick=tick("USD_JPY", "150", "150.02")), C.NO_PRICE),
+    ("tick of another symbol", {}, ctx(tick=tick("150", "150.02", "USD_JPY")), C.NO_PRICE),
     ("empty tick", {}, ctx(tick=tick(bid=None, ask=None)), C.NO_PRICE),
     ("market buy, no ask", {}, ctx(tick=tick(ask=None)), C.NO_PRICE),
     ("market sell, no bid", SHORT, ctx(tick=tick(bid=None)), C.NO_PRICE),

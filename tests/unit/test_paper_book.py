@@ -12,6 +12,7 @@ from rbot.actors.paper import fills
 from rbot.actors.paper.book import Book, Trigger, TriggerKind
 from rbot.actors.paper.errors import BadInput, DuplicateOrder, InvalidOrder
 from rbot.bus.messages import Order, OrderStatus, Side, Tick
+from tests.helpers import tick
 
 ENTRY, STOP, TAKE = TriggerKind.ENTRY, TriggerKind.STOP_LOSS, TriggerKind.TAKE_PROFIT
 ZERO = D(0)
@@ -39,17 +40,6 @@ def opened(oid: str, side: Side, sl: str, tp: str) -> Order:
     o = pending(oid, side, sl=sl, tp=tp)
     o.status = OrderStatus.OPEN
     return o
-
-
-def tick(bid: str | None, ask: str | None, *, tradeable: bool = True) -> Tick:
-    return Tick(
-        venue="oanda",
-        symbol="EUR_USD",
-        bid=None if bid is None else D(bid),
-        ask=None if ask is None else D(ask),
-        time="t",
-        tradeable=tradeable,
-    )
 
 
 def fired(triggers: list[Trigger]) -> list[tuple[str, TriggerKind]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import functools
 from decimal import Decimal as D
 
 import pytest
@@ -21,7 +22,9 @@ from rbot.actors.paper.fills import (
     usable_ask,
     usable_bid,
 )
-from rbot.bus.messages import Fill, Order, OrderStatus, Side, Tick
+from rbot.bus.messages import Fill, Order, OrderStatus, Side
+from tests import helpers
+from tests.helpers import dec
 
 ZERO = D(0)
 
@@ -52,20 +55,8 @@ def order(
     )
 
 
-def tick(bid: str | None, ask: str | None, *, tradeable: bool = True, seq: int = 7) -> Tick:
-    return Tick(
-        venue="oanda",
-        symbol="EUR_USD",
-        bid=None if bid is None else D(bid),
-        ask=None if ask is None else D(ask),
-        time="2025-01-02T03:04:05.000000Z",
-        seq=seq,
-        tradeable=tradeable,
-    )
-
-
-def opt(value: str | None) -> D | None:
-    return None if value is None else D(value)
+# every tick here has the same time and sequence number unless a test says otherwise
+tick = functools.partial(helpers.tick, time="2025-01-02T03:04:05.000000Z", seq=7)
 
 
 def assert_exact(fill: Fill, price: str, slippage: str = "0", gap: str = "0") -> None:
@@ -96,7 +87,7 @@ def test_usable_sides(
     bid: str | None, ask: str | None, tradeable: bool, want_bid: str | None, want_ask: str | None
 ) -> None:
     t = tick(bid, ask, tradeable=tradeable)
-    assert (usable_bid(t), usable_ask(t)) == (opt(want_bid), opt(want_ask))
+    assert (usable_bid(t), usable_ask(t)) == (dec(want_bid), dec(want_ask))
 
 
 # -- market entries --------------------------------------------------------------

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from rbot.bus.messages import Fill, Order, OrderStatus, Side, Tick
+from rbot.bus.messages import Fill, Order, OrderStatus, Side
 from rbot.bus.pnl import (
     BadInput,
     InvalidOrder,
@@ -19,6 +19,7 @@ from rbot.bus.pnl import (
     to_account,
     unrealized_pnl,
 )
+from tests.helpers import tick
 
 
 def fill(price: str) -> Fill:
@@ -61,16 +62,6 @@ def order(
         entry_fill=None if entry is None else fill(entry),
         exit_fill=None if exit_ is None else fill(exit_),
         currency=currency,
-    )
-
-
-def tick(bid: str | None, ask: str | None, symbol: str = "EUR_USD") -> Tick:
-    return Tick(
-        venue="oanda",
-        symbol=symbol,
-        bid=None if bid is None else D(bid),
-        ask=None if ask is None else D(ask),
-        time="t",
     )
 
 

@@ -13,8 +13,9 @@ from rbot.actors.guard.rules import GuardContext, check_reducing, check_ttl, tak
 from rbot.actors.paper.engine import REDUCE_ONLY, Engine
 from rbot.actors.paper.ownership import Holder, plan, targets
 from rbot.bus import userindex
-from rbot.bus.messages import Order, OrderRequest, OrderStatus, Tick, TradingState
+from rbot.bus.messages import Order, OrderRequest, OrderStatus, TradingState
 from rbot.bus.pnl import Money, convert, rate_from_ticks
+from tests.helpers import tick
 
 
 # -- ownership ---------------------------------------------------------------------
@@ -78,17 +79,13 @@ def _order(oid: str, side: str, qty: int, **kw: object) -> Order:
                  take_profit=D("2.0") if side == "BUY" else D("1.0"), **kw)  # type: ignore[arg-type]  # fmt: skip
 
 
-def _tick(bid: str, ask: str, symbol: str = "EUR_USD") -> Tick:
-    return Tick(venue="oanda", symbol=symbol, bid=D(bid), ask=D(ask), time="2026-11-30T00:00:00Z")
-
-
 def test_reduce_only_never_grows_or_flips() -> None:
     e = Engine(D(0), "USD")
     e.place(_order("long", "BUY", 100))
-    e.on_tick(_tick("1.5", "1.5001"))
+    e.on_tick(tick("1.5", "1.5001"))
     for n in range(3):
         e.place(_order(f"s{n}", "SELL", 100, reduce_only=True))
-    changes = e.on_tick(_tick("1.5", "1.5001"))
+    changes = e.on_tick(tick("1.5", "1.5001"))
     kinds = [(c.order.id, c.event, c.reason) for c in changes]
     assert ("s0", "order_filled", None) in kinds
     assert ("s1", "order_cancelled", REDUCE_ONLY) in kinds
@@ -98,7 +95,7 @@ def test_reduce_only_never_grows_or_flips() -> None:
 
 # -- P&L through a third rate ---------------------------------------------------------------
 def test_convert_through_a_third_rate() -> None:
-    ticks = {("oanda", "GBP_USD"): _tick("1.25", "1.25", "GBP_USD")}
+    ticks = {("oanda", "GBP_USD"): tick("1.25", "1.25", "GBP_USD")}
     assert rate_from_ticks(ticks, "GBP", "USD") == D("1.25")
     assert rate_from_ticks(ticks, "USD", "GBP") == D(1) / D("1.25")
     assert rate_from_ticks(ticks, "JPY", "USD") is None
