@@ -321,7 +321,7 @@ def run_main(coro: Coroutine[Any, Any, Any]) -> int:
             return 0
 
     try:
-        result = eventloop.run(main())  # uvloop when installed
+        result = eventloop.run(main())  # uvloop with RBOT_EVENT_LOOP=uvloop
     except PartitionsChanged as exc:
         print(f"rbot: {exc}", file=sys.stderr)
         return 2

@@ -118,4 +118,4 @@ async def main(url: str, prefix: str) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    eventloop.run(main(sys.argv[1], sys.argv[2]))  # the loop `rbot` runs on (uvloop)
+    eventloop.run(main(sys.argv[1], sys.argv[2]))  # the loop `rbot` runs on (RBOT_EVENT_LOOP)

@@ -127,4 +127,4 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if "--nodelay" in sys.argv[3:]:
         patch_nodelay()
-    eventloop.run(main(sys.argv[1], sys.argv[2]))  # the loop `rbot` runs on (uvloop)
+    eventloop.run(main(sys.argv[1], sys.argv[2]))  # the loop `rbot` runs on (RBOT_EVENT_LOOP)
