@@ -25,7 +25,7 @@ from typing import Any
 
 import nats.errors
 
-from rbot.bus import codec, fence, keys
+from rbot.bus import codec, eventloop, fence, keys
 from rbot.bus.active import order_counts
 from rbot.bus.config import DEFAULT_NATS_URL, Settings
 from rbot.bus.connection import connect
@@ -323,7 +323,7 @@ def run_main(coro: Coroutine[Any, Any, Any]) -> int:
             return 0
 
     try:
-        result = asyncio.run(main())
+        result = eventloop.run(main())  # uvloop with RBOT_EVENT_LOOP=uvloop
     except PartitionsChanged as exc:
         print(f"rbot: {exc}", file=sys.stderr)
         return 2

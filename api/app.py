@@ -16,6 +16,7 @@ from rbot.bus.identities import OPERATOR
 from rbot.bus.provision import provision
 
 from . import errors, marketcache, middleware
+from .authcache import AuthCache
 from .candles import watch_ticks
 from .context import ApiContext
 from .routers import admin, auth, dashboard, events, health, market, meta, orders, system
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
             await provision(bus, settings.rbot_replicas)
         ctx = ApiContext(settings=settings, bus=bus)
         ctx.extras[AUTH_KEY] = auth_services
+        auth_cache = auth_services.cache = AuthCache(bus)
         await auth_services.passwords.warm()
         app.state.ctx = ctx
         await marketcache.start(ctx)
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
                 watchers = [
                     tg.create_task(ctx.watch_pulse()),
                     tg.create_task(watch_ticks(bus, ctx.candles)),
+                    tg.create_task(auth_cache.run()),
                 ]
                 if bus.identity in (None, OPERATOR):  # a locked API may not; rbot up's server does
                     watchers.append(tg.create_task(ctx.keep_provisioned()))

@@ -6,7 +6,9 @@ never from a URL.  An access token is checked for its signature and claims
 (``tokens.py``), then against the store on every request: the user must exist, be
 enabled and still be on the token's credential generation, and the session
 (refresh family) must not be revoked, so logout, password change, disable and
-refresh-token reuse take effect at once.  The role used is the stored one: a
+refresh-token reuse take effect at once.  The store is read through this
+process's ``AuthCache`` (``authcache.py``: kept current by KV watches, no KV
+read per request).  The role used is the stored one: a
 demoted user loses rights without waiting for the token to expire.
 
 Use on routers and parameters::
@@ -19,6 +21,7 @@ Use on routers and parameters::
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,16 +35,19 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 
-from .context import ApiContext, Ctx
+from .authcache import AuthCache, WriteThroughRefresh, WriteThroughUsers
+from .context import ApiContext, Ctx, get_ctx
 from .errors import ApiError
 from .passwords import Passwords
 from .principal import Principal, Role
 from .tokens import (
+    LEEWAY_S,
     REFRESH_TTL_S,
     AccessClaims,
     RefreshStore,
     SigningKeyError,
     TokenError,
+    TokenExpired,
     TokenService,
     signing_key,
 )
@@ -58,6 +64,7 @@ REALM = "rbot-arena"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _URL_TOKEN_PARAMS = ("access_token", "token", "refresh_token", "jwt")
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+VERIFIED_KEPT = 10_000  # access tokens whose checked claims are kept (by SHA-256)
 
 
 @dataclass
@@ -68,6 +75,25 @@ class Auth:
     tokens: TokenService
     passwords: Passwords
     clock: Callable[[], float] = field(default=time.time)
+    cache: AuthCache | None = None  # set by the app's lifespan (it needs the bus)
+    verified: dict[bytes, AccessClaims] = field(default_factory=dict, repr=False)
+
+    def claims(self, token: str) -> AccessClaims:
+        """``tokens.decode_access``, remembered: a token's signature and claims never
+        change, so each is checked once (pyjwt cost a quarter of an authenticated
+        GET); expiry is checked again on every use, as pyjwt does it (wall clock,
+        leeway).  Keyed by the token's SHA-256, so no token is kept."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        claims = self.verified.get(digest)
+        if claims is None:
+            claims = self.tokens.decode_access(token)  # raises on a bad token: not kept
+            if len(self.verified) >= VERIFIED_KEPT:
+                self.verified.clear()  # a bound, not a policy: the next ones decode again
+            self.verified[digest] = claims
+        if claims.exp <= time.time() - LEEWAY_S:
+            self.verified.pop(digest, None)
+            raise TokenExpired("the access token has expired")
+        return claims
 
     @classmethod
     def build(cls, settings: Settings, passwords: Passwords | None = None) -> Auth:
@@ -86,9 +112,13 @@ class Auth:
         return auth
 
     def users(self, bus: Bus) -> UserStore:
+        if self.cache is not None:
+            return WriteThroughUsers(bus, self.cache)
         return UserStore(bus)
 
     def refresh(self, bus: Bus) -> RefreshStore:
+        if self.cache is not None:
+            return WriteThroughRefresh(bus, self.cache, self.clock)
         return RefreshStore(bus, clock=self.clock)
 
     @property
@@ -180,15 +210,25 @@ async def _authenticate(
         return None
     auth = auth_of(ctx)
     try:
-        claims = auth.tokens.decode_access(token)
+        claims = auth.claims(token)
     except TokenError as exc:
         raise unauthorized(exc.code, str(exc)) from None
-    user = await auth.users(ctx.bus).get(claims.sub)
+    cache = auth.cache
+    if cache is not None:  # the records, current by KV watch (authcache.py)
+        user = await cache.user(claims.sub)
+    else:
+        user = await auth.users(ctx.bus).get(claims.sub)
     if user is None or user.token_gen != claims.gen:
         raise unauthorized("token_invalid", "the access token was revoked; sign in again")
     if user.disabled:
         raise forbidden("this account is disabled", "account_disabled")
-    if not await auth.refresh(ctx.bus).active(claims.sid, user.id):
+    if cache is not None:
+        fam = await cache.family(claims.sid)
+        active = fam is not None and not fam.revoked and fam.user == user.id
+        active = active and fam is not None and fam.expires > auth.clock()
+    else:
+        active = await auth.refresh(ctx.bus).active(claims.sid, user.id)
+    if not active:
         raise unauthorized("token_invalid", "the session has ended; sign in again")
     if via == "cookie" and request.method not in _SAFE_METHODS:
         origin = request.headers.get("origin")
@@ -217,10 +257,26 @@ async def current_session(
     return session
 
 
-async def current_principal(
-    session: Annotated[Session, Depends(current_session)],
+async def _principal(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None,
+    cookie: str | None,
 ) -> Principal:
+    """``current_session``'s answer, in one step (see ``current_principal``)."""
+    session = await _authenticate(request, await get_ctx(request), bearer, cookie)
+    if session is None:
+        raise unauthorized("unauthorized", "sign in: send Authorization: Bearer <access token>")
     return session.principal
+
+
+async def current_principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    cookie: Annotated[str | None, Security(_cookie)],
+) -> Principal:
+    """The caller.  One dependency over the credentials, not a chain of them: each
+    level FastAPI solves costs about as much as the check itself (issue 12)."""
+    return await _principal(request, bearer, cookie)
 
 
 @functools.cache
@@ -233,8 +289,11 @@ def require_role(role: Role | str) -> Callable[..., Awaitable[Principal]]:
     needed = Role(role)
 
     async def dependency(
-        principal: Annotated[Principal, Depends(current_principal)],
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+        cookie: Annotated[str | None, Security(_cookie)],
     ) -> Principal:
+        principal = await _principal(request, bearer, cookie)
         if not principal.role.allows(needed):
             raise forbidden(f"this needs the {needed.value} role")
         return principal

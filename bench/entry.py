@@ -20,9 +20,12 @@ stack process while wrk sends orders at 64 clients (``bench/profile.py``).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rbot.bus import eventloop
 
 from . import profile, wrk
 from .child import floor_child, stack_child
@@ -76,6 +79,11 @@ async def measure(
     st.p50_many.append(many.p50_us)
     st.p99_many.append(many.p99_us)
     st.cpu.append((cpu1 - cpu0) / many.requests * 1e6)
+
+
+def _http_parser() -> str:
+    """What uvicorn's ``http="auto"`` picks in the children (same venv)."""
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 
 async def run(workdir: Path, plan: Plan = FULL, nodelay: bool = False) -> Section:
@@ -142,7 +150,8 @@ async def run(workdir: Path, plan: Plan = FULL, nodelay: bool = False) -> Sectio
             f"floor and stack 'always' on nats-server sync={srv['always'].sync_label}, stack "
             f"'default' on sync={srv['default'].sync_label} (from /varz); load: wrk, 1 and "
             f"{MANY} keep-alive clients, {plan.seconds:g} s each, {plan.rounds} round(s), "
-            "a fresh client_order_id per POST, every answer 2xx",
+            "a fresh client_order_id per POST, every answer 2xx; floor and stack alike on "
+            f"the {eventloop.loop_name()} loop, uvicorn on {_http_parser()}",
         )
     if any(s.capped for s in st.values()):
         sec.facts.append("WARNING: a wrk run hit its count bound before its time bound")

@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
 from rbot.api.models import OandaOrderIn
+from rbot.bus import eventloop
 
 
 class _Server(uvicorn.Server):
@@ -117,4 +118,4 @@ async def main(url: str, prefix: str) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    eventloop.run(main(sys.argv[1], sys.argv[2]))  # the loop `rbot` runs on (RBOT_EVENT_LOOP)

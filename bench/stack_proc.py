@@ -31,7 +31,7 @@ import nats
 from nats.aio.msg import Msg
 
 from rbot.api import server as api_server
-from rbot.bus import keys
+from rbot.bus import eventloop, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import connect
 from rbot.bus.provision import provision
@@ -127,4 +127,4 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if "--nodelay" in sys.argv[3:]:
         patch_nodelay()
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    eventloop.run(main(sys.argv[1], sys.argv[2]))  # the loop `rbot` runs on (RBOT_EVENT_LOOP)

@@ -51,6 +51,19 @@ class Bus:
         self.reconnects = 0
         self._kv: dict[str, KeyValue] = {}
         self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._reconnect_cond = asyncio.Condition()
+
+    async def reconnected_after(self, seen: int) -> None:
+        """Return once ``reconnects`` has moved past ``seen`` (at once if it has).
+
+        For any number of waiters: unlike the ``reconnected`` event, nobody clears
+        it, so one waiter cannot make another miss a reconnect."""
+        async with self._reconnect_cond:
+            await self._reconnect_cond.wait_for(lambda: self.reconnects != seen)
+
+    async def _notify_reconnected(self) -> None:
+        async with self._reconnect_cond:
+            self._reconnect_cond.notify_all()
 
     async def kv(self, name: str) -> KeyValue:
         bucket = self.subjects.bucket(name)
@@ -120,6 +133,7 @@ async def connect(
             bus.reconnects += 1
             bus.online.set()
             bus.reconnected.set()
+            await bus._notify_reconnected()
 
     async def on_closed() -> None:
         bus = holder.get("bus")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from rbot.bus.connection import Bus
 from rbot.cli.stack import Stack, publish_tick, running_stack
 
-__all__ = ["EventTap", "Stack", "publish_tick", "running_stack", "tick_until"]
+__all__ = ["EventTap", "Stack", "kv_until", "publish_tick", "running_stack", "tick_until"]
 
 os.environ.setdefault("RBOT_ARGON2_FAST", "1")
 
@@ -75,3 +76,22 @@ async def tick_until(
         except TimeoutError:
             continue
     raise AssertionError(f"no {type_} for {order_id}")
+
+
+async def kv_until(
+    bus: Bus, bucket: str, key: str, done: Callable[[bytes], bool], timeout: float = 15
+) -> bytes:
+    """The value of ``key`` once ``done`` holds for it (a KV watch, not a poll).
+
+    The executor books the ledger and the user's history index right *after* an
+    order's event (they carry its ORDERS sequence), so a test that read them the
+    moment the event arrived would race."""
+    watcher = await (await bus.kv(bucket)).watch(key)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                entry = await watcher.updates(timeout=timeout)
+                if entry is not None and entry.value and done(entry.value):
+                    return entry.value
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]

@@ -5,22 +5,28 @@ from KV (last prices, trading state, positions, idempotency records).
 
 For one ``rbot.cmd.order.place`` request:
 
-1. Idempotency first: a retry with the same ``client_order_id`` (or
-   ``Idempotency-Key``) finds its ``idem.<user>.<key>`` record, re-publishes the
-   same place command (same ``Nats-Msg-Id``: JetStream drops the duplicate; after
-   the window the executor finds the order booked) and answers the original order.
-   The same key with a different request is a 409.
-2. The per-user rate limit: a token bucket in KV ``limits`` (memory storage,
-   compare-and-set), shared by every guard; a refusal costs no durable write (its
-   ``order_rejected`` goes on the core subject ``<p>.evt.limit.<venue>.<symbol>
-   .order_rejected``, outside the ``ORDERS`` stream).
-3. The rules (``rules.check``); a refusal answers 4xx and publishes
+1. Three reads at once (one round trip of latency): the per-user rate limit, a
+   token bucket in KV ``limits`` (memory storage, compare-and-set on the
+   revision this guard wrote last, so usually one ``update``; shared by every
+   guard), the trading state (KV ``control``) and the last price.  A rate
+   refusal costs no durable write (its ``order_rejected`` goes on the core
+   subject ``<p>.evt.limit.<venue>.<symbol>.order_rejected``, outside the
+   ``ORDERS`` stream).
+2. The rules (``rules.check``); a refusal answers with its code and publishes
    ``order_rejected`` on the ``ORDERS`` stream.
-4. Acceptance: KV ``create`` of the idempotency record (it fails if another
-   guard won the race: back to 1); its revision numbers the order, so ids are
-   unique across processes and restarts; the place command goes to the owning
-   executor's partition subject on ``EXEC`` and the answer is sent only after
-   the PubAck: an order answered ``ok`` is durable.
+3. Acceptance: KV ``create`` of the idempotency record ``idem.<user>.<key>``;
+   its revision numbers the order, so ids are unique across processes and
+   restarts; the place command goes to the owning executor's partition
+   subject on ``EXEC`` and the answer is sent only after the PubAck: an order
+   answered ``ok`` is durable.  Two durable writes, nothing else in between.
+4. Idempotency: a retry with the same ``client_order_id`` (or
+   ``Idempotency-Key``) finds its record when the ``create`` fails (or, before
+   any refusal, by reading it: a retry of an accepted order is never refused),
+   re-publishes the same place command (same ``Nats-Msg-Id``: JetStream drops
+   the duplicate; after the window the executor finds the order booked) and
+   answers the original order.  The same key with a different request is a 409.
+   (A retry takes a rate-limit token like any order, and is answered all the
+   same.)
 
 Cancels come here too (``<p>.cmd.order.cancel``): the guard is the only
 publisher of executor commands besides the reaper's expiries.  A cancel for an
@@ -31,9 +37,11 @@ follows the place command through the same partition and is applied after it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
@@ -44,6 +52,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 
 from rbot.bus import codec, keys, msgids
+from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.control import trading_record
 from rbot.bus.kvscan import scan
@@ -73,6 +82,7 @@ from .rules import GuardContext, Limits, Rejection, check, rate_limited, take_to
 
 PUBLISH_ATTEMPTS = 3
 RATE_ATTEMPTS = 16
+RATE_WINDOWS_KEPT = 100_000  # users whose last rate window (and its revision) a guard keeps
 
 # conservative per-symbol limits for paper trading (quote currency for notional)
 LIMITS: dict[str, Limits] = {
@@ -98,6 +108,13 @@ def order_number(order_id: str) -> int | None:
 
 class OrderGuard(Actor):
     name = "order_guard"
+
+    def __init__(
+        self, settings: Settings, url: str | Callable[[], str], instance: str | None = None
+    ) -> None:
+        super().__init__(settings, url, instance)
+        # each user's rate window as this guard wrote it last, with its revision
+        self._rate_windows: dict[str, tuple[int, RateWindow]] = {}
 
     async def run(self, bus: Bus, ready: Ready) -> None:
         self.bus = bus
@@ -147,28 +164,41 @@ class OrderGuard(Actor):
         await request.respond(codec.encode(reply))
 
     async def place(self, req: OrderRequest) -> PlaceReply:
+        """Round trips for an accepted order: the rate window, the trading state and
+        the price, concurrently (one round trip of latency; the rate window usually
+        one ``update``, see ``_rate``), then the two durable writes in a row: the
+        idempotency ``create`` and the place command's PubAck.  The idempotency
+        record is read only when it decides something: on a refusal (a retry of an
+        accepted order is answered with the original, never refused) and when the
+        ``create`` finds it exists (a retry, or a race with another guard)."""
         key = req.client_order_id or req.idempotency_key or uuid.uuid4().hex
         idem_key = keys.idem(req.user, key)
         digest = request_hash(req)
-        replay = await self._replay(req, idem_key, digest)
-        if replay is not None:
-            return replay
-        retry = await self._rate(req.user)
-        if retry > 0:
-            limited = rate_limited(retry)
+        async with asyncio.TaskGroup() as tg:
+            rate = tg.create_task(self._rate(req.user))
+            trading = tg.create_task(self._trading_state())
+            price = tg.create_task(self._last_tick(req.venue, req.symbol))
+        if rate.result() > 0:
+            replay = await self._replay(req, idem_key, digest)
+            if replay is not None:
+                return replay
+            limited = rate_limited(rate.result())
             await self._publish_rejection(req, limited, durable=False)
             return PlaceReply(
                 ok=False, code=limited.code, message=limited.message,
                 detail=dict(limited.detail or {}),
             )  # fmt: skip
-        state = await self._trading_state()
-        rejection = await self._check(req, state)
+        state = trading.result()
+        rejection = await self._check(req, state, price.result())
         if rejection is None and req.live and req.venue not in self.settings.live_venues():
             rejection = Rejection(
                 code=ReplyCode.LIVE_UNAVAILABLE,
                 message=f"live routing for {req.venue} is not configured on this server",
             )
         if rejection is not None:
+            replay = await self._replay(req, idem_key, digest)
+            if replay is not None:
+                return replay
             await self._publish_rejection(req, rejection)
             return PlaceReply(
                 ok=False,
@@ -184,7 +214,7 @@ class OrderGuard(Actor):
         )  # fmt: skip
         try:
             number = await self.kv_orders.create(idem_key, record)
-        except KeyWrongLastSequenceError:  # another guard accepted the same key just now
+        except KeyWrongLastSequenceError:  # a retry, or another guard accepted it just now
             again = await self._replay(req, idem_key, digest)
             assert again is not None
             return again
@@ -274,37 +304,60 @@ class OrderGuard(Actor):
 
     # -- rules --------------------------------------------------------------
     async def _rate(self, user: str) -> float:
-        """Take a token from the user's shared bucket: 0.0, or seconds to wait."""
+        """Take a token from the user's shared bucket: 0.0, or seconds to wait.
+
+        Compare-and-set on the window's revision, as before; what changed is where
+        the revision comes from: the window this guard wrote last for the user is
+        kept, so the usual order costs one ``update`` (memory storage, no fsync)
+        instead of a ``get`` and an ``update``.  If another guard (or a restarted
+        server) moved it, the ``update`` is refused and the window is read again."""
         per_min = self.settings.rbot_orders_per_minute
         key = keys.rate(user)
-        for _ in range(RATE_ATTEMPTS):
+        for attempt in range(RATE_ATTEMPTS):
             now = time.time()
-            try:
-                entry = await self.kv_limits.get(key)
-            except KeyNotFoundError:
-                entry = None
-            except (NotFoundError, NoRespondersError):
-                # the memory bucket went with a restarted server and is not provisioned
-                # again yet: let the order through rather than refuse every order
-                self.log.warning("rate limit bucket missing: not limiting %s", user)
-                return 0.0
-            old = codec.decode(entry.value, RateWindow) if entry and entry.value else None
+            held = self._rate_windows.pop(key, None) if attempt == 0 else None
+            if held is not None:
+                revision: int | None = held[0]
+                old: RateWindow | None = held[1]
+            else:
+                try:
+                    entry = await self.kv_limits.get(key)
+                except KeyNotFoundError:
+                    entry = None
+                except (NotFoundError, NoRespondersError):
+                    return self._unlimited(user)
+                revision = entry.revision if entry is not None else None
+                old = codec.decode(entry.value, RateWindow) if entry and entry.value else None
             tokens, wait = take_token(
                 old.tokens if old else None, old.ts if old else None, now, per_min / 60, per_min
             )
-            value = codec.encode(RateWindow(tokens=tokens, ts=now))
+            window = RateWindow(tokens=tokens, ts=now)
+            value = codec.encode(window)
             try:
-                if entry is None:
-                    await self.kv_limits.create(key, value)
+                if revision is None:
+                    written = await self.kv_limits.create(key, value)
                 else:
-                    await self.kv_limits.update(key, value, last=entry.revision)
+                    written = await self.kv_limits.update(key, value, last=revision)
             except KeyWrongLastSequenceError:
-                continue  # another guard took a token meanwhile
+                continue  # another guard took a token meanwhile (or the server restarted)
+            except (NotFoundError, NoRespondersError):
+                return self._unlimited(user)
+            if len(self._rate_windows) >= RATE_WINDOWS_KEPT:
+                self._rate_windows.clear()  # a bound, not a policy: the next ones read KV
+            self._rate_windows[key] = (written, window)
             return wait
         return 1.0  # hot contention on one user: slow down rather than let it through
 
-    async def _check(self, req: OrderRequest, state: TradingState) -> Rejection | None:
-        tick, age = await self._last_tick(req.venue, req.symbol)
+    def _unlimited(self, user: str) -> float:
+        # the memory bucket went with a restarted server and is not provisioned
+        # again yet: let the order through rather than refuse every order
+        self.log.warning("rate limit bucket missing: not limiting %s", user)
+        return 0.0
+
+    async def _check(
+        self, req: OrderRequest, state: TradingState, price: tuple[Tick | None, float | None]
+    ) -> Rejection | None:
+        tick, age = price
         net = pending = Decimal(0)
         if state is TradingState.REDUCING:
             net = await self._net_position(req)

@@ -8,11 +8,13 @@ from decimal import Decimal
 import pytest
 
 from rbot.api.users import ensure_admin
+from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
+from rbot.bus.messages import Account
 from tests.conftest import make_settings
 from tests.natsd import NatsServer
-from tests.stack import EventTap, publish_tick, running_stack, tick_until
+from tests.stack import EventTap, kv_until, publish_tick, running_stack, tick_until
 
 SEED_TEST2 = {
     "instrument": "EUR_USD", "side": "BUY", "units": 100, "entry_price": 1.1655,
@@ -68,6 +70,10 @@ async def test_seed_orders_fill_and_close_on_tp(settings: Settings, bus: Bus) ->
 
             r = await c.get(f"/orders/{oid}")
             assert r.status_code == 200 and r.json()["status"] == "CLOSED"
+            user = (await c.get("/auth/me")).json()["sub"]
+            await kv_until(
+                bus, "orders", keys.account(user), lambda v: codec.decode(v, Account).trades >= 1
+            )
             acct = (await c.get("/account")).json()
             assert Decimal(acct["realized_pnl"]) == pnl
             assert Decimal(acct["balance"]) == Decimal(100000) + pnl

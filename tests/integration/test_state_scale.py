@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from rbot.actors.guard.service import OrderGuard
+from rbot.api.users import user_id
 from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
@@ -23,6 +24,7 @@ from rbot.bus.messages import (
     Position,
     TradingState,
     TradingStateRecord,
+    UserIndexChunk,
 )
 from tests.stack import EventTap, publish_tick, running_stack, tick_until
 
@@ -53,6 +55,21 @@ async def open_position(c: httpx.AsyncClient, bus: Bus, tap: EventTap) -> str:
     return oid
 
 
+async def indexed(bus: Bus, user: str, ids: list[str]) -> None:
+    """Wait (a KV watch on the user's first history chunk) until it holds ``ids``."""
+    watcher = await (await bus.kv("orders")).watch(keys.user_chunk(user, 0))
+    try:
+        async with asyncio.timeout(10):
+            async for entry in watcher:
+                held = (
+                    codec.decode(entry.value, UserIndexChunk).ids if entry and entry.value else []
+                )
+                if set(ids) <= set(held):
+                    return
+    finally:
+        await watcher.stop()
+
+
 async def test_orders_pages_newest_first_with_cursor(settings: Settings, bus: Bus) -> None:
     async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
         token = await stack.user("pages@test")
@@ -69,6 +86,8 @@ async def test_orders_pages_newest_first_with_cursor(settings: Settings, bus: Bu
                 assert (await o.post("/brokers/oanda/orders", json=EURUSD)).status_code == 200
             for oid in ids:
                 await tap.next("oco_placed", oid)
+            # the executor indexes an order just after its event: wait for the index
+            await indexed(bus, user_id("pages@test"), ids)
             first = (await c.get("/orders?limit=3")).json()
             assert [x["id"] for x in first["orders"]] == ids[::-1][:3]
             assert first["total"] == 7 and first["next_cursor"] == 4
