@@ -30,10 +30,9 @@ from rbot.bus.messages import Order
 
 from ..backoff import Backoff
 from ..feeds.coinbase_client import CdpCredentials
-from ..feeds.link import retry_after
+from .brokerhttp import Audit, BrokerHttp, no_audit
 from .coinbase_proto import API, CLOSE_SUFFIX, close_body, create_outcome, order_body, order_facts
 from .facts import BrokerUnavailable, Fact, Outcome, OutcomeUnknown, StreamLost
-from .oanda_broker import Audit
 
 USER_WS_URL = "wss://advanced-trade-ws-user.coinbase.com"
 MARKET_WS_URL = "wss://advanced-trade-ws.coinbase.com"
@@ -45,11 +44,7 @@ def user_ws_url(market_ws_url: str) -> str:
     return USER_WS_URL if market_ws_url.rstrip("/") == MARKET_WS_URL else market_ws_url
 
 
-async def _no_audit(kind: str, data: dict[str, Any]) -> None:
-    return None
-
-
-class CoinbaseOrders:
+class CoinbaseOrders(BrokerHttp):
     def __init__(
         self,
         *,
@@ -60,76 +55,30 @@ class CoinbaseOrders:
         timeout: float = 5.0,
         max_retries: int = 5,
         backoff: Backoff = Backoff(initial=0.05, cap=2.0),
-        audit: Audit = _no_audit,
+        audit: Audit = no_audit,
         silence_s: float = 15.0,
     ) -> None:
-        self.base = base_url.rstrip("/")
+        super().__init__(
+            base_url=base_url, timeout=timeout, max_retries=max_retries, backoff=backoff,
+            audit=audit, silence_s=silence_s,
+        )  # fmt: skip
         self.ws_url = ws_url
         self._cdp = credentials
         self.products = list(products)
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.audit = audit
-        self.silence_s = silence_s
-        self.client = httpx.AsyncClient(timeout=timeout)
-        self.stats = {"sends": 0, "lookups": 0, "retries": 0, "rate_limited": 0, "resends": 0}
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    def _target(self, path: str) -> tuple[str, str]:
+        return self.base + API + path, API + path
 
-    async def _call(
-        self, method: str, path: str, body: object = None, params: Any = None
-    ) -> tuple[int, dict[str, Any]]:
-        """One request with a fresh JWT (no retry); transport errors propagate."""
-        url = self.base + API + path
-        await self.audit("send", {"method": method, "path": API + path, "body": body})
-        headers = {"Authorization": f"Bearer {self._cdp.jwt(method, url)}"}
-        resp = await self.client.request(method, url, json=body, params=params, headers=headers)
-        try:
-            data = resp.json()
-        except ValueError:
-            data = {}
-        data = data if isinstance(data, dict) else {}
+    def _headers(self, method: str, url: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._cdp.jwt(method, url)}"}  # a fresh JWT each
+
+    def _answer_fields(self, data: dict[str, Any], resp: httpx.Response) -> dict[str, Any]:
         nested = data.get("error_response")
         err: dict[str, Any] = nested if isinstance(nested, dict) else data
-        await self.audit(
-            "answer",
-            {
-                "method": method, "path": API + path, "status": resp.status_code,
-                "success": data.get("success"), "error": err.get("error"),
-                "remaining": resp.headers.get("x-ratelimit-remaining"),
-            },
-        )  # fmt: skip
-        if resp.status_code == 429:
-            self.stats["rate_limited"] += 1
-            data["_retry_after"] = retry_after(resp.headers)
-        return resp.status_code, data
-
-    async def _wait(self, attempt: int, data: dict[str, Any] | None = None) -> None:
-        self.stats["retries"] += 1
-        hinted = (data or {}).get("_retry_after")
-        await asyncio.sleep(hinted if hinted is not None else self.backoff.delay(attempt))
-
-    async def call(
-        self, method: str, path: str, body: object = None, params: Any = None
-    ) -> tuple[int, dict[str, Any]]:
-        """A request that is safe to repeat (reads, cancels), retried on 429, 5xx
-        and transport errors."""
-        for attempt in range(self.max_retries + 1):
-            data: dict[str, Any] | None = None
-            try:
-                status, data = await self._call(method, path, body, params)
-            except httpx.TransportError as exc:
-                await self.audit(
-                    "error", {"method": method, "path": path, "error": type(exc).__name__}
-                )
-            else:
-                if status != 429 and status < 500:
-                    return status, data
-            if attempt < self.max_retries:
-                await self._wait(attempt, data)
-        raise BrokerUnavailable(f"{method} {path}: no answer after {self.max_retries} retries")
+        return {
+            "success": data.get("success"), "error": err.get("error"),
+            "remaining": resp.headers.get("x-ratelimit-remaining"),
+        }  # fmt: skip
 
     # -- orders ------------------------------------------------------------------
     async def create(self, order: Order) -> Outcome:

@@ -10,7 +10,6 @@ goes to ``audit`` (method, path, status, the broker's codes; never the token).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -20,20 +19,15 @@ import httpx
 from rbot.bus.messages import Order
 
 from ..backoff import Backoff
-from ..feeds.link import Secret, retry_after
+from ..feeds.link import Secret
+from .brokerhttp import Audit, BrokerHttp, no_audit
 from .facts import BrokerUnavailable, OutcomeUnknown, StreamLost
 from .oanda_proto import Outcome, create_outcome, order_body, order_state_facts
 
 __all__ = ["BrokerUnavailable", "OandaOrders", "OutcomeUnknown", "StreamLost"]
 
-Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
-
-async def _no_audit(kind: str, data: dict[str, Any]) -> None:
-    return None
-
-
-class OandaOrders:
+class OandaOrders(BrokerHttp):
     def __init__(
         self,
         *,
@@ -44,82 +38,30 @@ class OandaOrders:
         timeout: float = 5.0,
         max_retries: int = 5,
         backoff: Backoff = Backoff(initial=0.05, cap=2.0),
-        audit: Audit = _no_audit,
+        audit: Audit = no_audit,
         silence_s: float = 15.0,
     ) -> None:
+        super().__init__(
+            base_url=base_url, timeout=timeout, max_retries=max_retries, backoff=backoff,
+            audit=audit, silence_s=silence_s,
+        )  # fmt: skip
         self.acct = f"/v3/accounts/{account_id}"
-        self.base = base_url.rstrip("/")
         self.stream_base = stream_url.rstrip("/")
         self._token = token
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.audit = audit
-        self.silence_s = silence_s
-        self.client = httpx.AsyncClient(timeout=timeout)
-        self.stats = {"sends": 0, "lookups": 0, "retries": 0, "rate_limited": 0, "resends": 0}
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, method: str = "GET", url: str = "") -> dict[str, str]:
         return {
             "Authorization": f"Bearer {self._token.get_secret_value()}",
             "Content-Type": "application/json",
             "Accept-Datetime-Format": "RFC3339",
         }
 
-    async def _call(
-        self, method: str, path: str, body: object = None, params: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        """One request (no retry); transport errors propagate."""
-        await self.audit("send", {"method": method, "path": path, "body": body})
-        resp = await self.client.request(
-            method, self.base + path, json=body, params=params, headers=self._headers()
-        )
-        try:
-            data = resp.json()
-        except ValueError:
-            data = {}
-        data = data if isinstance(data, dict) else {}
-        await self.audit(
-            "answer",
-            {
-                "method": method, "path": path, "status": resp.status_code,
-                "errorCode": data.get("errorCode"),
-                "lastTransactionID": data.get("lastTransactionID"),
-                "request_id": resp.headers.get("requestid"),
-            },
-        )  # fmt: skip
-        if resp.status_code == 429:
-            self.stats["rate_limited"] += 1
-            data["_retry_after"] = retry_after(resp.headers)
-        return resp.status_code, data
-
-    async def _wait(self, attempt: int, data: dict[str, Any] | None = None) -> None:
-        self.stats["retries"] += 1
-        hinted = (data or {}).get("_retry_after")
-        await asyncio.sleep(hinted if hinted is not None else self.backoff.delay(attempt))
-
-    async def call(
-        self, method: str, path: str, body: object = None, params: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        """A request that is safe to repeat (reads, cancels, closes), retried on
-        429, 5xx and transport errors."""
-        for attempt in range(self.max_retries + 1):
-            data: dict[str, Any] | None = None
-            try:
-                status, data = await self._call(method, path, body, params)
-            except httpx.TransportError as exc:
-                await self.audit(
-                    "error", {"method": method, "path": path, "error": type(exc).__name__}
-                )
-            else:
-                if status != 429 and status < 500:
-                    return status, data
-            if attempt < self.max_retries:
-                await self._wait(attempt, data)
-        raise BrokerUnavailable(f"{method} {path}: no answer after {self.max_retries} retries")
+    def _answer_fields(self, data: dict[str, Any], resp: httpx.Response) -> dict[str, Any]:
+        return {
+            "errorCode": data.get("errorCode"),
+            "lastTransactionID": data.get("lastTransactionID"),
+            "request_id": resp.headers.get("requestid"),
+        }
 
     # -- orders ------------------------------------------------------------------
     async def create(self, order: Order) -> Outcome:
