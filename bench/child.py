@@ -77,6 +77,22 @@ async def stack_child(
 
 
 @contextlib.asynccontextmanager
+async def split_stack_child(
+    nats_url: str, log: Path, *, start_s: float = 60.0
+) -> AsyncIterator[tuple[StackInfo, int]]:
+    """API + guard in one process, the executor in another (same prefix): the stack's
+    info and the executor's pid."""
+    prefix = "s" + uuid.uuid4().hex[:10]
+    exec_log = log.with_name(log.stem + "-executor.log")
+    async with (
+        _spawn("bench.exec_proc", [nats_url, prefix], exec_log, start_s) as (_, exec_pid),
+        _spawn("bench.stack_proc", [nats_url, prefix, "--split"], log, start_s) as (d, pid),
+    ):
+        info = StackInfo(d["port"], d["token"], d["sub"], d["echo"], prefix, d["order_id"], pid)
+        yield info, exec_pid
+
+
+@contextlib.asynccontextmanager
 async def floor_child(nats_url: str, log: Path, start_s: float = 30.0) -> AsyncIterator[FloorInfo]:
     prefix = "f" + uuid.uuid4().hex[:10]
     async with _spawn("bench.floor_proc", [nats_url, prefix], log, start_s) as (d, pid):

@@ -7,6 +7,8 @@ Processes (all on 127.0.0.1):
   same body with the same pydantic model, one NATS request/reply to a
   concurrent responder that does one KV ``create`` and one JetStream publish
   with PubAck; plus a bare FastAPI ``GET``;
+* the split stack (``bench.stack_proc --split`` + ``bench.exec_proc``: API and
+  guard in one process, the executor in another, as ``rbot api`` + ``rbot actors``);
 * the real stack (``bench.stack_proc``: API, ``order_guard``,
   ``paper_executor`` under the supervisor) on each server.
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from rbot.bus import eventloop
 
 from . import profile, wrk
-from .child import floor_child, stack_child
+from .child import floor_child, split_stack_child, stack_child
 from .common import Row, Section, median, proc_cpu_s
 from .natsd import servers
 from .payloads import SEED_OANDA
@@ -95,6 +97,7 @@ async def run(workdir: Path, plan: Plan = FULL, nodelay: bool = False) -> Sectio
         floor_child(srv["always"].url, workdir / "floor.log") as fl,
         stack_child(srv["always"].url, workdir / "stack-always.log", nodelay=nodelay) as a,
         stack_child(srv["default"].url, workdir / "stack-default.log", nodelay=nodelay) as d,
+        split_stack_child(srv["always"].url, workdir / "stack-split.log") as (sp, exec_pid),
     ):
         sa, sd = srv["always"].pid, srv["default"].pid
         targets: dict[str, tuple[wrk.Target, tuple[int, ...]]] = {
@@ -111,6 +114,17 @@ async def run(workdir: Path, plan: Plan = FULL, nodelay: bool = False) -> Sectio
                     "order (default sync)", d.port, "/brokers/oanda/orders", "POST", body, d.token
                 ),  # fmt: skip
                 (d.pid, sd),
+            ),
+            "order_split": (
+                wrk.Target(
+                    "order (executor apart)",
+                    sp.port,
+                    "/brokers/oanda/orders",
+                    "POST",
+                    body,
+                    sp.token,
+                ),  # fmt: skip
+                (sp.pid, exec_pid, sa),
             ),
             "bare_get": (wrk.Target("bare GET", fl.port, "/get"), (fl.pid,)),
             "me": (wrk.Target("/auth/me", a.port, "/auth/me", token=a.token), (a.pid, sa)),
@@ -169,6 +183,10 @@ async def run(workdir: Path, plan: Plan = FULL, nodelay: bool = False) -> Sectio
     sec.rows += [
         row(f"POST order req/s {c} (target >= 0.5x)", "order", "rate", "floor_post", "floor POST", "/s"),
         row("POST order p50 c=1 (target <= 2x)", "order", "p50_one", "floor_post", "floor POST", "us"),
+        row(f"POST order req/s {c}, executor in its own process", "order_split", "rate",
+            "floor_post", "floor POST", "/s"),
+        row("POST order p50 c=1, executor in its own process", "order_split", "p50_one",
+            "floor_post", "floor POST", "us"),
         row(f"POST order p50 {c}", "order", "p50_many", "floor_post", "floor POST", "us"),
         row(f"POST order p99 {c}", "order", "p99_many", "floor_post", "floor POST", "us"),
         row("stack CPU per order", "order", "cpu", "floor_post", "floor per POST", "us"),

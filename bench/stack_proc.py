@@ -10,6 +10,9 @@ request/reply costs without any of that).
 API's listening socket (Linux passes it on to accepted connections), which
 ``api/server.py`` does not do today (see ``bench/README.md``).
 
+``--split`` leaves the executor out: ``bench.exec_proc`` runs it beside (the
+``rbot api`` + ``rbot actors`` shape).
+
 It prints one JSON line (API port, a trader's token and user id, the echo
 subject) once everything is up, and stops when its stdin closes.  The load
 generator runs in the parent process, so client and server do not share an
@@ -90,7 +93,7 @@ async def first_order(stack: Any, bus: Any, token: str) -> str:
         await watcher.stop()
 
 
-async def main(url: str, prefix: str) -> None:
+async def main(url: str, prefix: str, actors: list[str]) -> None:
     settings = bench_settings(url, prefix)
     bus = await connect(url, settings.subjects(), "bench-setup")
     await provision(bus)
@@ -102,7 +105,7 @@ async def main(url: str, prefix: str) -> None:
 
     await echo_nc.subscribe(echo_subject, queue="echo", cb=echo)
     try:
-        async with running_stack(settings, only=ACTORS) as stack:
+        async with running_stack(settings, only=actors) as stack:
             token = await stack.user("bench@test")
             async with stack.client(token) as c:
                 me = (await c.get("/auth/me")).json()
@@ -127,4 +130,8 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if "--nodelay" in sys.argv[3:]:
         patch_nodelay()
-    eventloop.run(main(sys.argv[1], sys.argv[2]))  # the loop `rbot` runs on (RBOT_EVENT_LOOP)
+    # --split: the executor runs in its own process (bench.exec_proc, same prefix)
+    actors = ["order_guard"] if "--split" in sys.argv[3:] else ACTORS
+    eventloop.run(
+        main(sys.argv[1], sys.argv[2], actors)
+    )  # the loop `rbot` runs on (RBOT_EVENT_LOOP)
