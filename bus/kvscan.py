@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import nats.errors
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 SCAN_INACTIVE_S = 1.0
@@ -33,8 +33,9 @@ MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+: server-placed TTL/pur
 async def scan(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     """Current (non-deleted) entries whose key matches ``pattern`` (NATS wildcards).
 
-    A scan whose consumer vanished (nats-server restarted under it) starts again,
-    once; a second loss is an outage (``nats.errors.TimeoutError``)."""
+    A scan whose consumer vanished (nats-server restarted under it) or whose
+    stream answered 503 (its leader moving in a cluster) starts again, once; a
+    second loss is an outage (``nats.errors.TimeoutError``)."""
     try:
         return await _scan_once(kv, pattern)
     except ConsumerGone:
@@ -67,6 +68,8 @@ async def _scan_once(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
         while remaining > 0:
             try:
                 msgs = await sub.fetch(batch=min(remaining, BATCH), timeout=FETCH_WAIT_S)
+            except ServiceUnavailableError as exc:  # the stream's leader moved (a cluster)
+                raise ConsumerGone from exc
             except nats.errors.TimeoutError:  # FetchTimeoutError and fetch(1)'s plain one
                 # values counted at the start may have been removed since (age, TTL)
                 try:

@@ -37,6 +37,7 @@ import pytest
 from rbot.bus.connection import Bus
 from rbot.bus.messages import FenceRecord, Order, OrderStatus, Tick
 from rbot.bus.messages import Lease as LeaseRecord
+from rbot.bus.outage import OUTAGE_ERRORS
 from tests.chaos.conftest import (
     BANNER_ACTORS,
     BANNER_API,
@@ -205,7 +206,11 @@ async def wait_held(
     want = {"feed.oanda", "feed.coinbase", "ttl_reaper", "heartbeat"}
     async with Waker(bus, bus.subjects.heartbeats) as waker, asyncio.timeout(timeout):
         while True:
-            leases, fences = await holders(bus)
+            try:
+                leases, fences = await holders(bus)
+            except OUTAGE_ERRORS:  # a stream whose leader is still moving: ask again
+                await waker.wait()
+                continue
             if want <= set(leases) and len(fences) == partitions:
                 return leases, fences
             await waker.wait()
