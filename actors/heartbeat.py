@@ -68,11 +68,16 @@ class Registry:
         return back
 
     def lifecycle(self, ev: ActorEvent) -> None:
-        for (actor, _), s in list(self.seen.items()):
-            if actor == ev.actor:
-                s.restarts = max(s.restarts, ev.restarts)
-                if ev.state in GONE:
-                    del self.seen[(actor, s.instance)]
+        """A supervisor's report about one instance of an actor.  It names the
+        process's instance; only when no beat came from that instance (an older
+        reporter, another naming) does it apply to every instance of the actor."""
+        mine = [k for k in self.seen if k == (ev.actor, ev.instance)]
+        keys = mine or [k for k in self.seen if k[0] == ev.actor]
+        for key in keys:
+            s = self.seen[key]
+            s.restarts = max(s.restarts, ev.restarts)
+            if ev.state in GONE:
+                del self.seen[key]
 
     def forgive(self, now: float) -> None:
         """After our own bus outage: no beat could reach us, so none counts as missed."""

@@ -53,8 +53,14 @@ def test_lifecycle_keeps_restart_counts_and_forgets_stopped_actors() -> None:
     reg.beat(beat("reaper", "i1"), now=0.0)
     reg.lifecycle(ActorEvent(actor="guard", instance="i1", state="restarting", restarts=3))
     assert {(s.actor, s.instance): s.restarts for s in reg.statuses()} == {
-        ("guard", "i1"): 3, ("guard", "i2"): 3, ("reaper", "i1"): 0,
+        ("guard", "i1"): 3, ("guard", "i2"): 0, ("reaper", "i1"): 0,
     }  # fmt: skip
+    # one instance stopping does not hide the others
+    reg.lifecycle(ActorEvent(actor="guard", instance="i2", state="stopped"))
+    assert {(s.actor, s.instance) for s in reg.statuses()} == {("guard", "i1"), ("reaper", "i1")}
+    # a report from an instance that never beat applies to the actor's instances
+    reg.lifecycle(ActorEvent(actor="guard", instance="elsewhere", state="restarting", restarts=5))
+    assert {(s.actor, s.instance): s.restarts for s in reg.statuses()}[("guard", "i1")] == 5
     for gone in GONE:
         reg.beat(beat("feed", "i1"), now=0.0)
         reg.lifecycle(ActorEvent(actor="feed", instance="i1", state=gone))
