@@ -199,6 +199,21 @@ async def holders(bus: Bus) -> tuple[dict[str, str], dict[int, str]]:
     )
 
 
+async def _cancel_until_taken(
+    client: httpx.AsyncClient, oid: str, token: str, answers_503: list[str]
+) -> None:
+    """DELETE until taken (200, or 409: already ended); each 503 body is kept."""
+    async with asyncio.timeout(60):
+        while True:
+            r = await client.delete(f"/orders/{oid}", headers={"Authorization": f"Bearer {token}"})
+            if r.status_code in (200, 409):
+                return
+            assert r.status_code == 503, r.text
+            answers_503.append(r.text)
+            # the answer's own pacing (Retry-After: 1), not a wait for a fact
+            await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+
+
 async def wait_held(
     bus: Bus, partitions: int, timeout: float
 ) -> tuple[dict[str, str], dict[int, str]]:
@@ -339,17 +354,14 @@ async def test_node_loss_under_load(
             cancel_503s = 0
             for oid, (token, name) in acked.items():
                 client = c0 if name == "api0" else c1
-                async with asyncio.timeout(60):
-                    while True:
-                        r = await client.delete(
-                            f"/orders/{oid}", headers={"Authorization": f"Bearer {token}"}
-                        )
-                        if r.status_code in (200, 409):
-                            break
-                        assert r.status_code == 503, r.text
-                        cancel_503s += 1
-                        # the answer's own pacing (Retry-After: 1), not a wait for a fact
-                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                last_503: list[str] = []  # what the answer said, for a failure's message
+                try:
+                    await _cancel_until_taken(client, oid, token, last_503)
+                except TimeoutError:
+                    raise AssertionError(
+                        f"cancel of {oid} via {name} not taken in 60 s: {last_503[-1:]}"
+                    ) from None
+                cancel_503s += len(last_503)
             steps["cancels answered 503 first"] = cancel_503s
             async with Waker(bus, bus.subjects.order_events) as waker, asyncio.timeout(90):
                 while True:
