@@ -63,17 +63,9 @@ class CoinbaseWorker(LiveWorker):
             self.log.warning("reconcile %s: %s", order.id, exc)
             return 0
         if found is None:
-            if order.broker_state == core.UNKNOWN and order.status is OrderStatus.PENDING:
-                self.log.info("order %s never reached the broker: sending it", order.id)
-                await self._send(order)
-                return 1
-            return 0
+            return await self._not_at_broker(order)
         before = order.events
-        if order.broker_state == core.UNKNOWN:
-            known = core.accepted(order, str(found.get("order_id", "")) or None)
-            await self.fence.put(keys.order(order.id), codec.encode(self._stamp(known)))
-            self.engine.update(known)
-            order = known
+        order = await self._known_at_broker(order, str(found.get("order_id", "")))
         for fact in fs:
             if fact.kind == "closed" and fact.trade_id is None:
                 fact = dataclasses.replace(fact, trade_id=order.broker_trade_id)

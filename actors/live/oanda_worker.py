@@ -117,18 +117,10 @@ class OandaWorker(LiveWorker):
             self.log.warning("reconcile %s: %s", order.id, exc)
             return 0
         if found is None:
-            if order.broker_state == core.UNKNOWN and order.status is OrderStatus.PENDING:
-                self.log.info("order %s never reached the broker: sending it", order.id)
-                await self._send(order)
-                return 1
-            return 0
+            return await self._not_at_broker(order)
         broker_order, trade = found
         before = order.events
-        if order.broker_state == core.UNKNOWN:
-            known = core.accepted(order, str(broker_order.get("id", "")) or None)
-            await self.fence.put(keys.order(order.id), codec.encode(self._stamp(known)))
-            self.engine.update(known)
-            order = known
+        order = await self._known_at_broker(order, str(broker_order.get("id", "")))
         for fact in order_state_facts(broker_order, trade):
             order = await self._fact(order, fact)
         return 1 if order.events != before else 0

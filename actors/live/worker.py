@@ -48,6 +48,7 @@ from rbot.bus.messages import (
     CancelCmd,
     ExpireCmd,
     Order,
+    OrderStatus,
     PlaceCmd,
     Tick,
     TradingState,
@@ -228,6 +229,24 @@ class LiveWorker(PartitionWorker):
 
     async def _trading_state(self) -> TradingState:
         return (await trading_record(self.kv_control)).state
+
+    async def _not_at_broker(self, order: Order) -> int:
+        """An order the broker does not have: sent if its send's outcome was unknown
+        (same client id, so never twice); 1 if it was sent."""
+        if order.broker_state == core.UNKNOWN and order.status is OrderStatus.PENDING:
+            self.log.info("order %s never reached the broker: sending it", order.id)
+            await self._send(order)
+            return 1
+        return 0
+
+    async def _known_at_broker(self, order: Order, broker_id: str | None) -> Order:
+        """An order whose send's outcome was unknown, found at the broker: accepted."""
+        if order.broker_state != core.UNKNOWN:
+            return order
+        known = core.accepted(order, broker_id or None)
+        await self.fence.put(keys.order(order.id), codec.encode(self._stamp(known)))
+        self.engine.update(known)
+        return known
 
     async def _send(self, order: Order) -> None:
         self.live_stats["sent"] += 1
