@@ -87,8 +87,9 @@ async def test_stop_loss_gap_fills_at_first_price_through(settings: Settings, bu
             r = await c.post("/brokers/oanda/orders", json={**SEED_TEST2, "side": "SELL",
                              "stop_loss_price": 1.17, "take_profit_price": 1.16})  # fmt: skip
             oid = r.json()["order_id"]
-            await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
-            await tap.next("order_filled", oid)
+            # a market order fills on the first tick after it is booked: tick until then
+            await tick_until(tap, "order_filled", oid, bus, "oanda", "EUR_USD",
+                             "1.16500", "1.16514")  # fmt: skip
             # gap: the ask jumps from below the stop to well above it
             await publish_tick(bus, "oanda", "EUR_USD", "1.17090", "1.17104")
             closed = await tap.next("position_closed", oid)
@@ -117,6 +118,7 @@ async def test_cancel_pending_and_close_open(settings: Settings, bus: Bus) -> No
             assert ev["payload"]["reason"] == "CLIENT_REQUEST"
 
             market = (await c.post("/brokers/oanda/orders", json=SEED_TEST2)).json()["order_id"]
+            await tap.next("oco_placed", market)  # booked: the next tick fills it
             await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
             await tap.next("order_filled", market)
             pos = (await c.get("/positions")).json()
