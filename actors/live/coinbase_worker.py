@@ -19,7 +19,6 @@ import msgspec
 from rbot.bus import codec, keys
 from rbot.bus.messages import Order, OrderStatus
 
-from ..paper.state import is_active
 from . import core
 from .coinbase_broker import CoinbaseOrders
 from .coinbase_proto import CLOSE_SUFFIX, user_facts
@@ -75,14 +74,10 @@ class CoinbaseWorker(LiveWorker):
     async def _end(self, order: Order, reason: str) -> None:
         """Cancel a resting order (``batch_cancel``) / close an open position."""
         if order.status is OrderStatus.PENDING:
-            if order.broker_state == core.UNKNOWN:
-                await self._resolve(order)
-                order = self.engine.orders.get(order.id, order)
-                if order.status is not OrderStatus.PENDING:
-                    return await self._end(order, reason) if is_active(order.status) else None
-                if order.broker_state == core.UNKNOWN:  # the broker never had it
-                    await self._fact(order, Fact("cancelled", 0, codec.now_iso(), reason=reason))
-                    return None
+            known = await self._pending_known(order, reason)
+            if known is None:
+                return None
+            order = known
             boid = order.broker_order_id
             if boid is not None and (await self.cb.cancel([boid]))[boid] is None:
                 fact = Fact("cancelled", 0, codec.now_iso(), broker_order_id=boid, reason=reason)

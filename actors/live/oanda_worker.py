@@ -17,9 +17,8 @@ from nats.js.errors import KeyNotFoundError
 from rbot.bus import codec, keys
 from rbot.bus.messages import Order, OrderStatus
 
-from ..paper.state import is_active
 from . import core
-from .facts import BrokerUnavailable, Fact
+from .facts import BrokerUnavailable
 from .oanda_broker import OandaOrders
 from .oanda_proto import facts, order_state_facts
 from .worker import LiveWorker, Txns
@@ -49,15 +48,10 @@ class OandaWorker(LiveWorker):
     async def _end(self, order: Order, reason: str) -> None:
         """Cancel a resting order / close an open trade at the broker."""
         if order.status is OrderStatus.PENDING:
-            if order.broker_state == core.UNKNOWN:
-                await self._resolve(order)
-                order = self.engine.orders.get(order.id, order)
-                if order.status is not OrderStatus.PENDING:
-                    return await self._end(order, reason) if is_active(order.status) else None
-                if order.broker_state == core.UNKNOWN:  # the broker never had it
-                    fact = Fact("cancelled", 0, codec.now_iso(), reason=reason)
-                    await self._fact(order, fact)
-                    return None
+            known = await self._pending_known(order, reason)
+            if known is None:
+                return None
+            order = known
             status, body = await self.oanda.cancel(order.id)
             txn = body.get("orderCancelTransaction")
             if status == 200 and isinstance(txn, dict):

@@ -230,6 +230,23 @@ class LiveWorker(PartitionWorker):
     async def _trading_state(self) -> TradingState:
         return (await trading_record(self.kv_control)).state
 
+    async def _pending_known(self, order: Order, reason: str) -> Order | None:
+        """Before ending a PENDING order whose send's outcome is unknown: look it up.
+        ``None`` when that settled it (ended at the broker, or never there: cancelled);
+        else the order as now known."""
+        if order.broker_state != core.UNKNOWN:
+            return order
+        await self._resolve(order)
+        order = self.engine.orders.get(order.id, order)
+        if order.status is not OrderStatus.PENDING:
+            if is_active(order.status):
+                await self._end(order, reason)
+            return None
+        if order.broker_state == core.UNKNOWN:  # the broker never had it
+            await self._fact(order, Fact("cancelled", 0, codec.now_iso(), reason=reason))
+            return None
+        return order
+
     async def _not_at_broker(self, order: Order) -> int:
         """An order the broker does not have: sent if its send's outcome was unknown
         (same client id, so never twice); 1 if it was sent."""

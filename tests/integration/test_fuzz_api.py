@@ -81,6 +81,7 @@ from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import TradingState, TradingStateRecord
+from rbot.bus.timing import every
 from tests.stack import Stack, publish_tick, running_stack
 
 ACTORS = ["order_guard", "paper_executor", "heartbeat"]
@@ -268,10 +269,10 @@ def _fuzz_operation(op: Any, mode: GenerationMode, who: Identity, tally: Tally, 
 
 
 async def _ticker(bus: Bus) -> None:
-    for seq in itertools.count():
+    """A feed's steady ticks (a feed is periodic by nature: this is not a wait)."""
+    async for seq in every(1.0):
         for venue, (symbol, bid, ask) in PRICES.items():
             await publish_tick(bus, venue, symbol, bid, ask, seq)
-        await asyncio.sleep(1.0)
 
 
 async def _trading_active(bus: Bus) -> None:
