@@ -23,6 +23,7 @@ from rbot.bus import codec
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import Tick
+from rbot.bus.timing import cancel_and_wait
 
 
 class Stack:
@@ -75,9 +76,7 @@ async def running_stack(
         stack.events = stack_events
         yield stack
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 async def publish_tick(

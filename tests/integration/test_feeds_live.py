@@ -27,6 +27,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import ActorStatus, Book, BookLevel, Tick
 from rbot.bus.provision import LEASE_TTL_S
+from rbot.bus.timing import cancel_and_wait
 from tests.conftest import make_settings
 from tests.fakes.coinbase import FakeCoinbase
 from tests.fakes.oanda import FakeOanda
@@ -90,9 +91,7 @@ async def running(actor: FeedActor) -> AsyncIterator[asyncio.Task[None]]:
             task.result()  # raise what stopped it
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 class Tap:
@@ -344,9 +343,8 @@ async def test_leader_failover_without_double_publishing(
                     assert b.output is None and b.standby_polls >= 2
                     assert fake.connections.value == 1 and a.output is not None
 
-                    task_a.cancel()  # the leader dies; its lease is released on the way out
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task_a
+                    # the leader dies; its lease is released on the way out
+                    await cancel_and_wait(task_a)
                     killed = time.monotonic()
                     a_ticks = a.output.ticks
                     await ticks.next(lambda _: b.output is not None, timeout=LEASE_TTL_S)

@@ -81,7 +81,7 @@ from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import TradingState, TradingStateRecord
-from rbot.bus.timing import every
+from rbot.bus.timing import cancel_and_wait, every
 from tests.stack import Stack, publish_tick, running_stack
 
 ACTORS = ["order_guard", "paper_executor", "heartbeat"]
@@ -138,6 +138,14 @@ class Tally:
     refresh_tokens: list[str] = field(default_factory=list)
     emails: itertools.count[int] = field(default_factory=itertools.count)
     passes: list[str] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)  # setup and teardown steps, timed
+    _mark: float = field(default_factory=time.monotonic)
+
+    def phase(self, name: str) -> None:
+        """Time the step that just ended (a slow CI run then says where its time went)."""
+        now = time.monotonic()
+        self.phases.append(f"{name} {now - self._mark:.1f} s")
+        self._mark = now
 
     def record(self, case: Case, response: Any) -> None:
         self.cases += 1
@@ -157,6 +165,7 @@ class Tally:
     def report(self, seconds: float) -> str:
         lines = [f"R5 fuzz: {self.cases} cases in {seconds:.1f} s, {len(self.failures)} failures"]
         lines += [f"  pass {p}" for p in self.passes]
+        lines += [f"  steps: {', '.join(self.phases)}"]
         lines += [f"  {k}: {n}" for k, n in sorted(self.statuses.items())]
         lines += [f"  FAILED {f}" for f in self.failures]
         return "\n".join(lines)
@@ -299,11 +308,14 @@ def _on_loopback(app: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def fuzz_target(settings: Settings, bus: Bus) -> AsyncIterator[tuple[Stack, Any]]:
+async def fuzz_target(
+    settings: Settings, bus: Bus, tally: Tally
+) -> AsyncIterator[tuple[Stack, Any]]:
     settings = settings.model_copy(
         update={"rbot_open_registration": "trader", "rbot_orders_per_minute": 1_000_000}
     )
     async with running_stack(settings, only=ACTORS) as stack:
+        tally.phase("stack up")
         ticker = asyncio.create_task(_ticker(bus))
         app = create_app(settings, instance="fuzz")
         try:
@@ -313,12 +325,13 @@ async def fuzz_target(settings: Settings, bus: Bus) -> AsyncIterator[tuple[Stack
             )
             fast = itertools.count(step=3600)
             limits_of(app.state.ctx).clock = lambda: float(next(fast))
+            tally.phase("schema")
             yield stack, schema
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await cancel_and_wait(ticker)
+            tally.phase("after the passes")
             await asyncio.to_thread(asgi.shutdown_lifespans)
+            tally.phase("app down")
 
 
 async def _identities(stack: Stack, bus: Bus, tally: Tally) -> list[Identity]:
@@ -361,16 +374,20 @@ async def _identities(stack: Stack, bus: Bus, tally: Tally) -> list[Identity]:
 async def _run(settings: Settings, bus: Bus, examples: int, streams: int) -> tuple[Tally, float]:
     tally = Tally()
     started = time.monotonic()
-    async with fuzz_target(settings, bus) as (stack, schema):
-        for who in await _identities(stack, bus, tally):
+    async with fuzz_target(settings, bus, tally) as (stack, schema):
+        identities = await _identities(stack, bus, tally)
+        tally.phase("identities")
+        for who in identities:
             t0, n0 = time.monotonic(), tally.cases
             await asyncio.to_thread(fuzz, schema, who, tally, examples, streams)
             tally.passes.append(
                 f"{who.name}: {tally.cases - n0} cases in {time.monotonic() - t0:.1f} s"
             )
             await _trading_active(bus)
+        tally.phase("passes")
         async with stack.client() as c:  # the stack is still up after all that
             assert (await c.get("/health")).status_code == 200
+    tally.phase("stack down")
     return tally, time.monotonic() - started
 
 
