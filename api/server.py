@@ -22,6 +22,12 @@ from .app import create_app
 
 log = logging.getLogger("rbot.api")
 
+# How long an idle keep-alive connection stays open.  Longer than the client
+# pools that expire idle connections (httpx: 5 s), so the client closes first:
+# with equal timeouts a request sent as the server hangs up is lost with
+# "Server disconnected without sending a response" (seen in CI).
+KEEP_ALIVE_S = 30
+
 
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
@@ -65,6 +71,7 @@ class ApiServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=3,
+            timeout_keep_alive=KEEP_ALIVE_S,
             proxy_headers=False,
         )
         server = _Server(config, ready)
