@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The chaos and soak runs at full size (R1, R2, R3, R11, R17, R16; R12 soak): real
-# nats-server and rbot processes, SIGKILL/SIGTERM/SIGSTOP, 127.0.0.1 only, each
-# test bounded in count and time.  Chaos-lite (R1 300 orders / 10 kills, R2 3
+# The chaos and soak runs at full size (R1, R2, R3, R11, R17, R16, R5's 10,000-case
+# fuzz; R12 soak): real nats-server and rbot processes, SIGKILL/SIGTERM/SIGSTOP,
+# 127.0.0.1 only, each test bounded in count and time.  Chaos-lite (R1 300 orders / 10 kills, R2 3
 # restarts, R11 6 kills, R3 escalation, R4) runs in the default suite (scripts/test.sh).
 #
 # Every test prints its figures; this script collects them as Markdown tables in
 # tests/chaos/RESULTS.md (the soak: tests/chaos/SOAK.md) with the date, the commit
 # and the outcome.
 #
-#   scripts/chaos.sh              full sizes (about 10 minutes on 2 cores)
+#   scripts/chaos.sh              full sizes (about 17 minutes on 2 cores)
 #   scripts/chaos.sh --soak       R12 only, 30 minutes (RBOT_SOAK_S=1800 unless set)
 #   scripts/chaos.sh -k r11       extra arguments go to pytest
 #
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
-args=(-m chaos -q -s tests/chaos tests/cluster)
+args=(-m chaos -q -s tests/chaos tests/cluster tests/integration/test_fuzz_api.py)
 what="full chaos run"
 results=tests/chaos/RESULTS.md
 if [ "${1:-}" = "--soak" ]; then

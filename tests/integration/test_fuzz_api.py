@@ -82,6 +82,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import TradingState, TradingStateRecord
 from rbot.bus.timing import cancel_and_wait, every
+from tests.chaos.conftest import figures
 from tests.stack import Stack, publish_tick, running_stack
 
 ACTORS = ["order_guard", "paper_executor", "heartbeat"]
@@ -417,4 +418,16 @@ async def test_fuzz_api(settings: Settings, bus: Bus) -> None:
 async def test_fuzz_api_chaos(settings: Settings, bus: Bus) -> None:
     tally, seconds = await _run(settings, bus, examples=80, streams=10)
     print(tally.report(seconds))
+    codes = Counter(k.rsplit(" ", 1)[1] for k in tally.statuses.elements())
+    figures(
+        "R5 fuzz at chaos size (schemathesis, 5 identities)",
+        {
+            "cases": f"{tally.cases:,} (floor {CHAOS_FLOOR:,})",
+            "seconds": f"{seconds:.0f}",
+            "failures": len(tally.failures),
+            "passes": "; ".join(tally.passes),
+            "statuses": ", ".join(f"{c}: {n:,}" for c, n in sorted(codes.items())),
+            "orders accepted": len(tally.order_ids),
+        },
+    )
     _assert_run(tally, seconds, CHAOS_FLOOR)
