@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backoff import Backoff
+from .stuck import stuck_tasks
 
 log = logging.getLogger("rbot.supervisor")
 
@@ -537,3 +538,6 @@ class Supervisor:
     def _emit_abandoned(self, child: _Child) -> None:
         why = f"ignored cancellation for {child.spec.shutdown_timeout}s"
         self._emit(child, "abandoned", reason=why)
+        # where it (or anything of ours) waits: the only clue to why it ignored us
+        log.warning("%s abandoned; our pending tasks:\n  %s", child.spec.name,
+                    "\n  ".join(stuck_tasks()))  # fmt: skip
