@@ -31,6 +31,7 @@ from rbot.bus.fence import Fenced, PartitionFence
 from rbot.bus.messages import ActorEvent, Beat, FenceRecord, Tick
 from rbot.bus.outage import is_outage
 from rbot.bus.pnl import rate_from_ticks
+from rbot.bus.timing import raise_if_cancelled
 
 from ..base import Actor, Ready
 from .ownership import Holder, plan
@@ -135,6 +136,7 @@ class PaperExecutor(Actor):
             self.bus.reconnected.clear()
             watcher = await self.kv.watch(keys.fences())
             try:
+                raise_if_cancelled()  # the watch's request may have swallowed a cancel
                 async with asyncio.TaskGroup() as tg:
                     consumer = tg.create_task(self._consume_fences(watcher, loop))
                     await self.bus.reconnected.wait()  # a watch is a hint: re-create it
@@ -174,6 +176,11 @@ class PaperExecutor(Actor):
                     await self.changed.wait()
             self.changed.clear()
             await self._reconcile()
+            # a cancel swallowed by a KV request (3.11's wait_for) must still end the
+            # loop: else run()'s TaskGroup never cancels its workers, the supervisor
+            # abandons this incarnation, and it runs on beside the next one (R16: a
+            # partition left to a worker nobody cancelled, its cancels never applied)
+            raise_if_cancelled()
 
     async def _reconcile(self) -> None:
         loop = asyncio.get_running_loop()
