@@ -41,7 +41,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from rbot.bus import keys
 from rbot.bus.connection import Bus
-from rbot.bus.outage import is_outage
+from rbot.bus.outage import is_outage, leaves
 from rbot.bus.subjects import is_token
 from rbot.bus.timing import raise_if_cancelled
 
@@ -180,7 +180,7 @@ class AuthCache:
             except Exception as exc:
                 if not is_outage(exc):
                     raise
-                log.info("auth cache: watches not made (%s); again in %.1f s", _why(exc), delay)
+                log.info("auth cache: watches not made (%s); again in %.1f s", leaves(exc), delay)
                 self.stalls += 1
                 self.stalled.set()
                 await self.bus.wait_online()
@@ -215,13 +215,6 @@ class AuthCache:
                     self.live = False
             for f in followers:
                 f.cancel()
-
-
-def _why(exc: BaseException) -> str:
-    """The first leaf of an exception (group), by type: for a log line."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return type(exc).__name__
 
 
 class WriteThroughUsers(UserStore):

@@ -29,7 +29,7 @@ from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.fence import Fenced, PartitionFence
 from rbot.bus.messages import ActorEvent, Beat, FenceRecord, Tick
-from rbot.bus.outage import is_outage
+from rbot.bus.outage import is_outage, leaves
 from rbot.bus.pnl import rate_from_ticks
 from rbot.bus.timing import raise_if_cancelled
 
@@ -39,6 +39,7 @@ from .partition import PartitionWorker, StateSuspect
 
 log = logging.getLogger("rbot.actor.paper_executor")
 HANDOVER_WAIT_S = 3.0
+CONSUMER_RESET_AFTER = 3  # runs in a row without an answer from the partition's consumer
 
 
 class PaperExecutor(Actor):
@@ -56,6 +57,7 @@ class PaperExecutor(Actor):
         self.seen: dict[str, float] = {}
         self.ran_epochs: set[int | None] = set()  # epochs whose consumer is fresh already
         self.failures: dict[int, int] = {}
+        self.unanswered: dict[int, int] = {}  # runs in a row whose consumer never answered
         self.changed = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.started = loop.time()
@@ -237,7 +239,6 @@ class PaperExecutor(Actor):
     async def _run_worker(self, worker: PartitionWorker) -> None:
         p = worker.partition
         fresh = worker.fence.epoch not in self.ran_epochs  # a new epoch: a fresh consumer
-        self.ran_epochs.add(worker.fence.epoch)
         try:
             await worker.run(fresh_consumer=fresh)
         except Fenced as exc:
@@ -251,12 +252,33 @@ class PaperExecutor(Actor):
             if not is_outage(exc) and not isinstance(exc, TimeoutError):
                 raise  # a real fault: the supervisor sees it
             # the bus went away: keep the lease, run the partition again once it is back
-            self.log.info("partition %d waiting for the bus (%s)", p, type(exc).__name__)
+            self.log.info("partition %d waiting for the bus (%s)", p, leaves(exc))
+            self._unanswered(worker)
             await self.bus.wait_online()
         finally:
+            if worker.consumer_bound:  # its consumer was re-created (or kept) for this epoch
+                self.ran_epochs.add(worker.fence.epoch)
             if self.workers.get(p, (None,))[0] is worker:
                 self.workers.pop(p, None)
             self.changed.set()
+
+    def _unanswered(self, worker: PartitionWorker) -> None:
+        """A run that ended on an outage while connected, its consumer never answering
+        a fetch: after ``CONSUMER_RESET_AFTER`` in a row, the next run re-creates the
+        consumer.  (R16: after a node was killed and another paused, a partition's
+        consumer answered every fetch 503 for as long as the test waited, and the
+        partition re-ran every few seconds, its commands never applied.)"""
+        p = worker.partition
+        if worker.consumer_answered or not self.bus.connected:
+            self.unanswered.pop(p, None)
+            return
+        n = self.unanswered[p] = self.unanswered.get(p, 0) + 1
+        if n >= CONSUMER_RESET_AFTER:
+            self.log.warning(
+                "partition %d: its consumer did not answer in %d runs: re-creating it", p, n
+            )
+            self.ran_epochs.discard(worker.fence.epoch)
+            self.unanswered.pop(p, None)
 
     async def _refresh(self, p: int) -> None:
         """Read one lease directly (the watch is a hint; a refused claim says it lagged)."""

@@ -132,6 +132,10 @@ class PartitionWorker:
         self.rebuilt = asyncio.Event()
         self.in_hand: Msg | None = None
         self.fresh_consumer = True
+        # the consumer is bound for this run: re-created (a fresh run) or kept as it was
+        self.consumer_bound = False
+        # its consumer answered a fetch in this run (messages, or none within the wait)
+        self.consumer_answered = False
         self.stats = {"repaired": 0, "loaded": 0}
 
     def on_tick(self, tick: Tick) -> None:
@@ -263,6 +267,7 @@ class PartitionWorker:
         bus = self.bus
         if self.fresh_consumer:
             await self._reset_consumer()
+        self.consumer_bound = True
         stream = bus.subjects.stream("EXEC")
         name, _ = self.consumer()
         while True:
@@ -273,8 +278,10 @@ class PartitionWorker:
                     try:
                         msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
                     except TimeoutError:  # nats' own, or asyncio's
+                        self.consumer_answered = True
                         raise_if_cancelled()  # 3.11's wait_for may have eaten a cancel
                         continue
+                    self.consumer_answered = True
                     raise_if_cancelled()
                     for m in msgs:
                         await self.commands.put(m)
