@@ -58,6 +58,7 @@ class PaperExecutor(Actor):
         self.ran_epochs: set[int | None] = set()  # epochs whose consumer is fresh already
         self.failures: dict[int, int] = {}
         self.unanswered: dict[int, int] = {}  # runs in a row whose consumer never answered
+        self.stale_consumers: set[int] = set()  # partitions whose next run re-creates it
         self.changed = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.started = loop.time()
@@ -238,9 +239,16 @@ class PaperExecutor(Actor):
 
     async def _run_worker(self, worker: PartitionWorker) -> None:
         p = worker.partition
-        fresh = worker.fence.epoch not in self.ran_epochs  # a new epoch: a fresh consumer
+        # a new epoch, or a consumer that stopped answering: a fresh consumer
+        fresh = worker.fence.epoch not in self.ran_epochs or p in self.stale_consumers
         try:
-            await worker.run(fresh_consumer=fresh)
+            try:
+                await worker.run(fresh_consumer=fresh)
+            finally:
+                if worker.consumer_bound:  # re-created (or kept) for this epoch: done
+                    self.ran_epochs.add(worker.fence.epoch)
+                    if fresh:
+                        self.stale_consumers.discard(p)
         except Fenced as exc:
             self.log.warning("partition %d lost: %s", p, exc)
         except StateSuspect as exc:
@@ -256,8 +264,6 @@ class PaperExecutor(Actor):
             self._unanswered(worker)
             await self.bus.wait_online()
         finally:
-            if worker.consumer_bound:  # its consumer was re-created (or kept) for this epoch
-                self.ran_epochs.add(worker.fence.epoch)
             if self.workers.get(p, (None,))[0] is worker:
                 self.workers.pop(p, None)
             self.changed.set()
@@ -277,7 +283,7 @@ class PaperExecutor(Actor):
             self.log.warning(
                 "partition %d: its consumer did not answer in %d runs: re-creating it", p, n
             )
-            self.ran_epochs.discard(worker.fence.epoch)
+            self.stale_consumers.add(p)
             self.unanswered.pop(p, None)
 
     async def _refresh(self, p: int) -> None:

@@ -343,3 +343,29 @@ async def test_sse_resumes_from_last_event_id(settings: Settings, bus: Bus) -> N
         assert ids == sorted(set(ids)), ids  # no duplicates, in order
         assert ids == list(range(1, ids[-1] + 1)), ids  # no gap, from the first one
         assert ids.index(last_id) + 1 < len(ids) and ids[ids.index(last_id) + 1] == last_id + 1
+
+
+@pytest.mark.timeout(90)
+async def test_a_partition_whose_consumer_is_gone_makes_it_again(
+    settings: Settings, bus: Bus
+) -> None:
+    """R16: after a node loss and a pause, a partition's consumer answered every fetch
+    503 (gone, or without a leader); the partition re-ran every few seconds without
+    ever re-creating it (not a new epoch), so no command of it was applied again."""
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("consumer@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+            await tap.next("oco_placed", oid)
+            part = bus.subjects.partition("oanda", "EUR_USD")
+            await bus.js.delete_consumer(
+                bus.subjects.stream("EXEC"), bus.subjects.exec_consumer(part)
+            )
+            r = await c.delete(f"/orders/{oid}")  # the command waits on EXEC
+            assert r.status_code == 200, r.text
+            async with asyncio.timeout(30):
+                ev = await tap.next("order_cancelled", oid)
+            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
