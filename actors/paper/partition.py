@@ -325,6 +325,7 @@ class PartitionWorker:
                             return
                         self.log.warning("cancel for unknown order %s dropped", oid)
                 case ExpireCmd(order_id=oid):
+                    await self._book_of(oid)
                     change = self.engine.expire(oid, dt.datetime.now(dt.UTC))
                     await self._persist_all([change] if change else [])
         except Exception as exc:
@@ -382,12 +383,27 @@ class PartitionWorker:
         )  # fmt: skip
         await self._persist(Change(rejected, "order_rejected", None, code), index=True)
 
+    async def _book_of(self, oid: str) -> tuple[Order | None, bool]:
+        """The order as this partition's book holds it, and whether it exists at all.
+
+        An order active in KV but not in the book was missed by the rebuild (its
+        marker read from a replica still catching up, R16): it is loaded now, so a
+        command for it is applied instead of being taken for one already ended."""
+        active = self.engine.orders.get(oid)
+        if active is not None:
+            return active, True
+        stored = await self._get_order(oid)
+        if stored is None or not is_active(stored.status):
+            return None, stored is not None
+        self.log.warning("order %s is active in KV but was not in the book: loaded", oid)
+        self._load(stored)
+        return self.engine.orders.get(oid), True
+
     async def _cancel(self, oid: str, user: str, reason: str) -> bool:
         """False if the order is unknown here (its place command not applied yet)."""
-        active = self.engine.orders.get(oid)
+        active, known = await self._book_of(oid)
         if active is None:
-            stored = await self._get_order(oid)
-            return stored is not None  # ended already: nothing to do
+            return known  # ended already: nothing to do
         if active.user != user:
             return True
         change = self.engine.cancel(oid, reason)

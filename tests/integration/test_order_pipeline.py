@@ -369,3 +369,32 @@ async def test_a_partition_whose_consumer_is_gone_makes_it_again(
             async with asyncio.timeout(30):
                 ev = await tap.next("order_cancelled", oid)
             assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+
+
+@pytest.mark.timeout(90)
+async def test_an_active_order_the_rebuild_missed_is_cancelled_all_the_same(
+    settings: Settings, bus: Bus
+) -> None:
+    """R16: a rebuild read the partition's active markers from a replica still
+    catching up and missed three orders; their cancels later found them in KV
+    and were taken for orders already ended (acknowledged, never applied).  Here
+    the marker is gone before a restart: the rebuild cannot see the order."""
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("missed@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+            await tap.next("oco_placed", oid)
+            user = (await c.get(f"/orders/{oid}")).json()["user"]
+    kv = await bus.kv("orders")
+    await kv.delete(keys.active(bus.subjects.partition("oanda", "EUR_USD"), user, oid))
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("missed@test")
+        async with stack.client(token) as c:
+            r = await c.delete(f"/orders/{oid}")
+            assert r.status_code == 200, r.text
+            async with asyncio.timeout(30):
+                ev = await tap.next("order_cancelled", oid)
+            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
