@@ -184,7 +184,7 @@ class PartitionWorker:
     # -- rebuild: the partition's active set only -------------------------------
     async def rebuild(self) -> None:
         markers: list[tuple[str, str, ActiveMark]] = []
-        for entry in await scan(self.kv, keys.active_of_partition(self.partition)):
+        for entry in await scan(self.kv, keys.active_of_partition(self.partition), confirm=True):
             assert entry.value is not None
             _, user, oid = keys.parse_active(entry.key)
             markers.append((user, oid, codec.decode(entry.value, ActiveMark)))
