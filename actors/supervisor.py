@@ -311,7 +311,8 @@ class Supervisor:
         why = child.watchdog.result()
         child.watchdog = None
         self._emit(child, "hung", reason=why)
-        log.error("%s %s: cancelling it", child.spec.name, why)
+        log.error("%s %s: cancelling it; our pending tasks:\n  %s", child.spec.name, why,
+                  "\n  ".join(stuck_tasks()))  # fmt: skip
         if not await self._cancel(child):
             self._emit_abandoned(child)
         return True, why
