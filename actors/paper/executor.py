@@ -33,6 +33,7 @@ from rbot.bus.outage import is_outage, leaves
 from rbot.bus.pnl import rate_from_ticks
 from rbot.bus.timing import raise_if_cancelled
 
+from ..backoff import Backoff
 from ..base import Actor, Ready
 from .ownership import Holder, plan
 from .partition import PartitionWorker, StateSuspect
@@ -40,6 +41,9 @@ from .partition import PartitionWorker, StateSuspect
 log = logging.getLogger("rbot.actor.paper_executor")
 HANDOVER_WAIT_S = 3.0
 CONSUMER_RESET_AFTER = 3  # runs in a row without an answer from the partition's consumer
+# between such runs: JetStream answers 503 at once during an election, and an
+# immediate re-run (a KV scan, a consumer create) spun every few ms for seconds
+RERUN_BACKOFF = Backoff(initial=0.1, cap=2.0)
 
 
 class PaperExecutor(Actor):
@@ -261,30 +265,34 @@ class PaperExecutor(Actor):
                 raise  # a real fault: the supervisor sees it
             # the bus went away: keep the lease, run the partition again once it is back
             self.log.info("partition %d waiting for the bus (%s)", p, leaves(exc))
-            self._unanswered(worker)
+            unanswered = self._unanswered(worker)
             await self.bus.wait_online()
+            if unanswered:  # connected, JetStream not answering: nothing announces its return
+                await asyncio.sleep(RERUN_BACKOFF.delay(unanswered - 1))
         finally:
             if self.workers.get(p, (None,))[0] is worker:
                 self.workers.pop(p, None)
             self.changed.set()
 
-    def _unanswered(self, worker: PartitionWorker) -> None:
-        """A run that ended on an outage while connected, its consumer never answering
-        a fetch: after ``CONSUMER_RESET_AFTER`` in a row, the next run re-creates the
-        consumer.  (R16: after a node was killed and another paused, a partition's
-        consumer answered every fetch 503 for as long as the test waited, and the
-        partition re-ran every few seconds, its commands never applied.)"""
+    def _unanswered(self, worker: PartitionWorker) -> int:
+        """Runs in a row (this one included) that ended on an outage while connected,
+        the consumer never answering a fetch; 0 when it answered or the bus is away.
+
+        Every ``CONSUMER_RESET_AFTER`` of them, the next run re-creates the consumer.
+        (R16: after a node was killed and another paused, a partition's consumer
+        answered every fetch 503 for as long as the test waited, and the partition
+        re-ran without a pause, its commands never applied.)"""
         p = worker.partition
         if worker.consumer_answered or not self.bus.connected:
             self.unanswered.pop(p, None)
-            return
+            return 0
         n = self.unanswered[p] = self.unanswered.get(p, 0) + 1
-        if n >= CONSUMER_RESET_AFTER:
+        if n % CONSUMER_RESET_AFTER == 0 and p not in self.stale_consumers:
             self.log.warning(
                 "partition %d: its consumer did not answer in %d runs: re-creating it", p, n
             )
             self.stale_consumers.add(p)
-            self.unanswered.pop(p, None)
+        return n
 
     async def _refresh(self, p: int) -> None:
         """Read one lease directly (the watch is a hint; a refused claim says it lagged)."""
