@@ -387,8 +387,12 @@ class PartitionWorker:
         """The order as this partition's book holds it, and whether it exists at all.
 
         An order active in KV but not in the book was missed by the rebuild (its
-        marker read from a replica still catching up, R16): it is loaded now, so a
-        command for it is applied instead of being taken for one already ended."""
+        marker read from a replica still catching up, R16), or its place was cut
+        off after its KV write (its event and marker not written yet, the place
+        command waiting for redelivery behind this one).  Either way it is finished
+        as a redelivered place would (its last event re-published, dropped if it
+        is a duplicate; booked; marked) and loaded, so a command for it is applied
+        after its ``oco_placed`` instead of being taken for one already ended."""
         active = self.engine.orders.get(oid)
         if active is not None:
             return active, True
@@ -396,6 +400,8 @@ class PartitionWorker:
         if stored is None or not is_active(stored.status):
             return None, stored is not None
         self.log.warning("order %s is active in KV but was not in the book: loaded", oid)
+        seq = await self._publish(last_change(stored))
+        await self._settle(stored, stored.last_event or "", seq, set(), index=True)
         self._load(stored)
         return self.engine.orders.get(oid), True
 
