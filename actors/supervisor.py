@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backoff import Backoff
+from .stuck import stuck_tasks
 
 log = logging.getLogger("rbot.supervisor")
 
@@ -310,7 +311,8 @@ class Supervisor:
         why = child.watchdog.result()
         child.watchdog = None
         self._emit(child, "hung", reason=why)
-        log.error("%s %s: cancelling it", child.spec.name, why)
+        log.error("%s %s: cancelling it; our pending tasks:\n  %s", child.spec.name, why,
+                  "\n  ".join(stuck_tasks()))  # fmt: skip
         if not await self._cancel(child):
             self._emit_abandoned(child)
         return True, why
@@ -537,3 +539,6 @@ class Supervisor:
     def _emit_abandoned(self, child: _Child) -> None:
         why = f"ignored cancellation for {child.spec.shutdown_timeout}s"
         self._emit(child, "abandoned", reason=why)
+        # where it (or anything of ours) waits: the only clue to why it ignored us
+        log.warning("%s abandoned; our pending tasks:\n  %s", child.spec.name,
+                    "\n  ".join(stuck_tasks()))  # fmt: skip

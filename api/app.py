@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -26,7 +26,15 @@ from .security import Auth
 log = logging.getLogger("rbot.api")
 
 
-def create_app(settings: Settings | None = None, *, instance: str = "api") -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    instance: str = "api",
+    on_failure: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """The app; ``on_failure`` hears of a background task that ended the lifespan
+    while serving (uvicorn only logs it and serves on, without a NATS connection:
+    ``ApiServer`` stops and raises it, so its supervisor starts a fresh one)."""
     settings = settings or Settings()
     # the signing key is checked here: a missing or short ARENA_SECRET_KEY fails fast
     auth_services = Auth.build(settings)
@@ -45,6 +53,7 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
         await auth_services.passwords.warm()
         app.state.ctx = ctx
         await marketcache.start(ctx)
+        serving = False
         try:
             async with asyncio.TaskGroup() as tg:
                 watchers = [
@@ -54,9 +63,15 @@ def create_app(settings: Settings | None = None, *, instance: str = "api") -> Fa
                 ]
                 if bus.identity in (None, OPERATOR):  # a locked API may not; rbot up's server does
                     watchers.append(tg.create_task(ctx.keep_provisioned()))
+                serving = True
                 yield
+                serving = False
                 for w in watchers:
                     w.cancel()
+        except Exception as exc:
+            if serving and on_failure is not None:
+                on_failure(exc)
+            raise
         finally:
             await bus.close()
 

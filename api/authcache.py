@@ -41,6 +41,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from rbot.bus import keys
 from rbot.bus.connection import Bus
+from rbot.bus.outage import is_outage, leaves
 from rbot.bus.subjects import is_token
 from rbot.bus.timing import raise_if_cancelled
 
@@ -50,6 +51,7 @@ from .users import UserRecord, UserStore
 log = logging.getLogger("rbot.api.auth")
 
 FAMILY_PREFIX = family_key("")
+WATCH_RETRY_S = (0.25, 4.0)  # first and longest wait before making the watches again
 
 _user_dec = msgspec.json.Decoder(UserRecord)
 _family_dec = msgspec.json.Decoder(FamilyRecord)
@@ -109,6 +111,8 @@ class AuthCache:
         self.live = False  # the snapshot is in and the watches run
         self.loaded = asyncio.Event()  # set after each complete (re)load: tests wait on it
         self.loads = 0
+        self.stalled = asyncio.Event()  # set when the watches could not be made (outage)
+        self.stalls = 0
         self.changed = asyncio.Event()  # set on each change a watch delivers (tests wait on it)
 
     # -- lookups ------------------------------------------------------------------
@@ -160,11 +164,30 @@ class AuthCache:
 
     # -- keeping it current -----------------------------------------------------------
     async def run(self) -> None:
-        """Load, follow both buckets, and load again after every reconnect. Never returns."""
+        """Load, follow both buckets, and load again after every reconnect. Never returns.
+
+        A watch that cannot be made (JetStream still electing a stream leader after
+        a node loss: the consumer create times out, or no JetStream yet) is an
+        outage, not the end: lookups read KV meanwhile, and the watches are tried
+        again.  (It used to end this task, and with it the API's lifespan and its
+        NATS connection: every later request answered ``503 bus_unavailable``.)"""
+        delay = WATCH_RETRY_S[0]
         while True:
             seen = self.bus.reconnects
             self.live = False
-            await self._load_and_follow(seen)
+            try:
+                await self._load_and_follow(seen)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                log.info("auth cache: watches not made (%s); again in %.1f s", leaves(exc), delay)
+                self.stalls += 1
+                self.stalled.set()
+                await self.bus.wait_online()
+                await asyncio.sleep(delay)  # nothing announces JetStream's recovery
+                delay = min(delay * 2, WATCH_RETRY_S[1])
+            else:
+                delay = WATCH_RETRY_S[0]
 
     async def _load_and_follow(self, seen: int) -> None:
         """One generation of watches: until the next reconnect after ``seen``."""

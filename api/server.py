@@ -65,8 +65,16 @@ class ApiServer:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
+        failed: list[BaseException] = []
+        server: _Server | None = None
+
+        def on_failure(exc: BaseException) -> None:
+            failed.append(exc)
+            if server is not None:
+                server.should_exit = True
+
         config = uvicorn.Config(
-            create_app(settings),
+            create_app(settings, on_failure=on_failure),
             log_config=None,
             access_log=False,
             lifespan="on",
@@ -82,5 +90,8 @@ class ApiServer:
             server.should_exit = True
             await serve
             sock.close()
+        if failed:  # a background task ended the lifespan: not an API to keep serving
+            log.error("the API's background tasks ended; stopping it")
+            raise failed[0]
         if server.lifespan is not None and getattr(server.lifespan, "should_exit", False):
             raise RuntimeError("the API failed to start (lifespan error)")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import nats.errors
 from nats.js import api
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import KeyNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 SCAN_INACTIVE_S = 1.0
@@ -30,26 +30,54 @@ FETCH_WAIT_S = 2.0
 MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+: server-placed TTL/purge markers
 
 
-async def scan(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
+async def scan(kv: KeyValue, pattern: str, *, confirm: bool = False) -> list[KeyValue.Entry]:
     """Current (non-deleted) entries whose key matches ``pattern`` (NATS wildcards).
 
     A scan whose consumer vanished (nats-server restarted under it) or whose
     stream answered 503 (its leader moving in a cluster) starts again, once; a
-    second loss is an outage (``nats.errors.TimeoutError``)."""
+    second loss is an outage (``nats.errors.TimeoutError``).
+
+    ``confirm``: in a cluster the scan's ephemeral (R1) consumer may be hosted by
+    a replica still catching up (a node just back from a pause), which reads its
+    own store: recent keys are missing (R16: a partition rebuilt without three of
+    its active orders).  The stream's leader then lists the keys it holds under
+    the pattern, and each one the scan did not see is read from the leader."""
     try:
-        return await _scan_once(kv, pattern)
+        out, seen = await _scan_once(kv, pattern)
     except ConsumerGone:
         try:
-            return await _scan_once(kv, pattern)
+            out, seen = await _scan_once(kv, pattern)
         except ConsumerGone as exc:
             raise nats.errors.TimeoutError from exc
+    if confirm:
+        out += await missed(kv, pattern, seen)
+    return out
+
+
+async def missed(kv: KeyValue, pattern: str, seen: set[str]) -> list[KeyValue.Entry]:
+    """Live entries the stream's leader holds under ``pattern`` that are not in ``seen``."""
+    js, stream, pre = kv._js, kv._stream, kv._pre  # nats-py keeps these private
+    info = await js.stream_info(stream, subjects_filter=f"{pre}{pattern}")  # the leader answers
+    out = []
+    for subject in info.state.subjects or {}:
+        key = subject[len(pre) :]
+        if key in seen:
+            continue
+        try:
+            entry = await kv.get(key)  # a read from the leader too
+        except KeyNotFoundError:  # deleted or purged (KeyDeletedError is one)
+            continue
+        if entry.value:
+            out.append(entry)
+    return out
 
 
 class ConsumerGone(Exception):
     """The scan's ephemeral consumer is no longer on the server."""
 
 
-async def _scan_once(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
+async def _scan_once(kv: KeyValue, pattern: str) -> tuple[list[KeyValue.Entry], set[str]]:
+    """The live entries, and every key seen (deleted ones too)."""
     js, stream, pre = kv._js, kv._stream, kv._pre  # nats-py keeps these private
     config = api.ConsumerConfig(
         filter_subject=f"{pre}{pattern}",
@@ -61,8 +89,9 @@ async def _scan_once(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     info = await js.add_consumer(stream, config=config)
     remaining = info.num_pending or 0
     out: list[KeyValue.Entry] = []
+    seen: set[str] = set()
     if remaining == 0:
-        return out
+        return out, seen
     sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
     try:
         while remaining > 0:
@@ -81,6 +110,7 @@ async def _scan_once(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
                 meta = msg.metadata
                 remaining = meta.num_pending
                 headers = msg.headers or {}
+                seen.add(msg.subject[len(pre) :])
                 if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or MARKER_REASON in headers:
                     continue
                 if not msg.data:
@@ -98,4 +128,4 @@ async def _scan_once(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
                 )
     finally:
         await sub.unsubscribe()
-    return out
+    return out, seen

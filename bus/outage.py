@@ -42,3 +42,12 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(is_outage(inner) for inner in exc.exceptions)
     return isinstance(exc, OUTAGE_ERRORS)
+
+
+def leaves(exc: BaseException) -> str:
+    """Every leaf of an exception (group) by type and text, for a log line: an
+    ``ExceptionGroup`` alone says nothing about which outage it was."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(leaves(inner) for inner in exc.exceptions)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

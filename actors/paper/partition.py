@@ -132,6 +132,10 @@ class PartitionWorker:
         self.rebuilt = asyncio.Event()
         self.in_hand: Msg | None = None
         self.fresh_consumer = True
+        # the consumer is bound for this run: re-created (a fresh run) or kept as it was
+        self.consumer_bound = False
+        # its consumer answered a fetch in this run (messages, or none within the wait)
+        self.consumer_answered = False
         self.stats = {"repaired": 0, "loaded": 0}
 
     def on_tick(self, tick: Tick) -> None:
@@ -180,7 +184,7 @@ class PartitionWorker:
     # -- rebuild: the partition's active set only -------------------------------
     async def rebuild(self) -> None:
         markers: list[tuple[str, str, ActiveMark]] = []
-        for entry in await scan(self.kv, keys.active_of_partition(self.partition)):
+        for entry in await scan(self.kv, keys.active_of_partition(self.partition), confirm=True):
             assert entry.value is not None
             _, user, oid = keys.parse_active(entry.key)
             markers.append((user, oid, codec.decode(entry.value, ActiveMark)))
@@ -263,6 +267,7 @@ class PartitionWorker:
         bus = self.bus
         if self.fresh_consumer:
             await self._reset_consumer()
+        self.consumer_bound = True
         stream = bus.subjects.stream("EXEC")
         name, _ = self.consumer()
         while True:
@@ -273,8 +278,10 @@ class PartitionWorker:
                     try:
                         msgs = await psub.fetch(FETCH_BATCH, timeout=1.0)
                     except TimeoutError:  # nats' own, or asyncio's
+                        self.consumer_answered = True
                         raise_if_cancelled()  # 3.11's wait_for may have eaten a cancel
                         continue
+                    self.consumer_answered = True
                     raise_if_cancelled()
                     for m in msgs:
                         await self.commands.put(m)
@@ -318,6 +325,7 @@ class PartitionWorker:
                             return
                         self.log.warning("cancel for unknown order %s dropped", oid)
                 case ExpireCmd(order_id=oid):
+                    await self._book_of(oid)
                     change = self.engine.expire(oid, dt.datetime.now(dt.UTC))
                     await self._persist_all([change] if change else [])
         except Exception as exc:
@@ -375,12 +383,33 @@ class PartitionWorker:
         )  # fmt: skip
         await self._persist(Change(rejected, "order_rejected", None, code), index=True)
 
+    async def _book_of(self, oid: str) -> tuple[Order | None, bool]:
+        """The order as this partition's book holds it, and whether it exists at all.
+
+        An order active in KV but not in the book was missed by the rebuild (its
+        marker read from a replica still catching up, R16), or its place was cut
+        off after its KV write (its event and marker not written yet, the place
+        command waiting for redelivery behind this one).  Either way it is finished
+        as a redelivered place would (its last event re-published, dropped if it
+        is a duplicate; booked; marked) and loaded, so a command for it is applied
+        after its ``oco_placed`` instead of being taken for one already ended."""
+        active = self.engine.orders.get(oid)
+        if active is not None:
+            return active, True
+        stored = await self._get_order(oid)
+        if stored is None or not is_active(stored.status):
+            return None, stored is not None
+        self.log.warning("order %s is active in KV but was not in the book: loaded", oid)
+        seq = await self._publish(last_change(stored))
+        await self._settle(stored, stored.last_event or "", seq, set(), index=True)
+        self._load(stored)
+        return self.engine.orders.get(oid), True
+
     async def _cancel(self, oid: str, user: str, reason: str) -> bool:
         """False if the order is unknown here (its place command not applied yet)."""
-        active = self.engine.orders.get(oid)
+        active, known = await self._book_of(oid)
         if active is None:
-            stored = await self._get_order(oid)
-            return stored is not None  # ended already: nothing to do
+            return known  # ended already: nothing to do
         if active.user != user:
             return True
         change = self.engine.cancel(oid, reason)

@@ -24,6 +24,8 @@ def nats_cluster(
         yield cluster
     finally:
         cluster.stop()
+        for node in cluster.nodes:  # kept for a failure's diagnosis, beside the rbot logs
+            (tmp_path / f"{node.name}.log").write_text("".join(node.log))
 
 
 @pytest.fixture

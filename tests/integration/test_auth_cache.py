@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ from rbot.bus.provision import provision
 from tests.conftest import make_settings
 from tests.integration import test_auth as kit
 from tests.integration.test_auth import Leaks, assert_error, bearer, serving
-from tests.natsd import NatsServer
+from tests.natsd import NatsServer, running_server
 
 leaks = kit.leaks
 fast_argon = kit.fast_argon
@@ -206,3 +207,45 @@ async def test_the_cache_is_read_again_after_a_reconnect(
             assert_error(r, 401, "token_invalid")  # disabled: its credentials ended
         finally:
             await other.close()
+
+
+@pytest.mark.timeout(90)
+async def test_the_api_rides_out_watches_it_cannot_make(
+    tmp_path: Path, prefix: str, leaks: Leaks
+) -> None:
+    """After a reconnect JetStream may not answer yet (R16: the consumer create of a
+    watch timed out while a stream leader was being elected after a node loss).
+    The cache goes on reading KV, makes its watches once JetStream answers, and the
+    API keeps its connection.  It used to end the API's lifespan: the connection
+    closed and every request answered ``503 bus_unavailable`` until the process
+    was restarted by hand."""
+    with running_server(tmp_path / "js") as server:
+        settings = make_settings(server.url, prefix)
+        app = create_app(settings)
+        async with serving(app) as base, httpx.AsyncClient(base_url=base) as client:
+            cache = await live(app)
+            auth = app.state.ctx.extras["auth"]
+            pw = leaks.password("stall pass 1")
+            await UserStore(app.state.ctx.bus).create(
+                "stall@test", await auth.passwords.hash(pw), Role.TRADER
+            )
+            r = await client.post("/auth/login", json={"email": "stall@test", "password": pw})
+            token = leaks.token(r.json()["access_token"])
+            loads = cache.loads
+            cache.loaded.clear()
+            # the same port without JetStream: every $JS.API request has no responders
+            server.kill()
+            server.jetstream = False
+            server.start()
+            async with asyncio.timeout(30):
+                await cache.stalled.wait()
+            assert not cache.live
+            # JetStream is back (same store): the watches are made, the API serves
+            server.kill()
+            server.jetstream = True
+            server.start()
+            async with asyncio.timeout(30):
+                await cache.loaded.wait()
+            assert cache.loads == loads + 1 and cache.live
+            assert app.state.ctx.bus.connected
+            assert (await client.get("/auth/me", headers=bearer(token))).status_code == 200

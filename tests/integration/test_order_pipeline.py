@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from rbot.api.users import ensure_admin
 from rbot.bus import codec, keys
 from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
-from rbot.bus.messages import Account
+from rbot.bus.messages import Account, Order
 from tests.conftest import make_settings
 from tests.natsd import NatsServer
 from tests.stack import EventTap, kv_until, publish_tick, running_stack, tick_until
@@ -343,3 +344,91 @@ async def test_sse_resumes_from_last_event_id(settings: Settings, bus: Bus) -> N
         assert ids == sorted(set(ids)), ids  # no duplicates, in order
         assert ids == list(range(1, ids[-1] + 1)), ids  # no gap, from the first one
         assert ids.index(last_id) + 1 < len(ids) and ids[ids.index(last_id) + 1] == last_id + 1
+
+
+@pytest.mark.timeout(90)
+async def test_a_partition_whose_consumer_is_gone_makes_it_again(
+    settings: Settings, bus: Bus
+) -> None:
+    """R16: after a node loss and a pause, a partition's consumer answered every fetch
+    503 (gone, or without a leader); the partition re-ran every few seconds without
+    ever re-creating it (not a new epoch), so no command of it was applied again."""
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("consumer@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+            await tap.next("oco_placed", oid)
+            part = bus.subjects.partition("oanda", "EUR_USD")
+            await bus.js.delete_consumer(
+                bus.subjects.stream("EXEC"), bus.subjects.exec_consumer(part)
+            )
+            r = await c.delete(f"/orders/{oid}")  # the command waits on EXEC
+            assert r.status_code == 200, r.text
+            async with asyncio.timeout(30):
+                ev = await tap.next("order_cancelled", oid)
+            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+
+
+@pytest.mark.timeout(90)
+async def test_an_active_order_the_rebuild_missed_is_cancelled_all_the_same(
+    settings: Settings, bus: Bus
+) -> None:
+    """R16: a rebuild read the partition's active markers from a replica still
+    catching up and missed three orders; their cancels later found them in KV
+    and were taken for orders already ended (acknowledged, never applied).  Here
+    the marker is gone before a restart: the rebuild cannot see the order."""
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("missed@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+            await tap.next("oco_placed", oid)
+            user = (await c.get(f"/orders/{oid}")).json()["user"]
+    kv = await bus.kv("orders")
+    await kv.delete(keys.active(bus.subjects.partition("oanda", "EUR_USD"), user, oid))
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("missed@test")
+        async with stack.client(token) as c:
+            r = await c.delete(f"/orders/{oid}")
+            assert r.status_code == 200, r.text
+            async with asyncio.timeout(30):
+                ev = await tap.next("order_cancelled", oid)
+            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+
+
+@pytest.mark.timeout(90)
+async def test_a_place_cut_off_after_its_kv_write_is_finished_before_its_cancel(
+    settings: Settings, bus: Bus
+) -> None:
+    """A place cut off after its KV write (no event, no marker yet), its command
+    waiting for redelivery while the cancel behind it is delivered: the cancel
+    finishes the place first (``oco_placed``), then cancels (R16, seen once the
+    cancel stopped being dropped: an ``order_cancelled`` with no ``oco_placed``)."""
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("cutoff@test")
+        await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
+        async with stack.client(token) as c:
+            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+            await tap.next("oco_placed", oid)
+    # the state a cut-off place leaves: the order's record only, under a new id
+    kv = await bus.kv("orders")
+    entry = await kv.get(keys.order(oid))
+    twin_id = f"{oid}9"
+    twin = codec.decode(entry.value or b"", Order)
+    await kv.put(keys.order(twin_id), codec.encode(msgspec.structs.replace(twin, id=twin_id)))
+    async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
+        token = await stack.user("cutoff@test")
+        async with stack.client(token) as c:
+            r = await c.delete(f"/orders/{twin_id}")
+            assert r.status_code == 200, r.text
+            async with asyncio.timeout(30):
+                placed = await tap.next("oco_placed", twin_id)
+                cancelled = await tap.next("order_cancelled", twin_id)
+            assert placed["payload"]["order_id"] == cancelled["payload"]["order_id"] == twin_id
