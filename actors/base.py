@@ -40,7 +40,7 @@ from typing import ClassVar
 
 from rbot.bus import codec
 from rbot.bus.config import Settings
-from rbot.bus.connection import CLOSE_S, Bus, connect
+from rbot.bus.connection import CLOSE_BOUND_S, Bus, connect
 from rbot.bus.credentials import actor_auth
 from rbot.bus.lease import lead
 from rbot.bus.messages import Beat
@@ -180,7 +180,7 @@ class Actor:
             # ending, not hung: the beat loop is gone while the bus closes, which is
             # bounded (Bus.close); the watchdog would take a close against a stalled
             # server for a hang and report that instead of why run() ended (R16)
-            self.last_tick = asyncio.get_running_loop().time() + 2 * CLOSE_S
+            self.last_tick = asyncio.get_running_loop().time() + CLOSE_BOUND_S
             await bus.close()
 
     async def _crash(self, said_ready: asyncio.Event) -> None:

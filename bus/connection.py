@@ -24,19 +24,9 @@ from .subjects import Subjects
 log = logging.getLogger("rbot.bus")
 
 
-CLOSE_S = 2.0  # Bus.close: the longest wait for a drain, then for a close
-
-
-def _outcome(fut: asyncio.Future[Any]) -> BaseException | None:
-    return asyncio.CancelledError() if fut.cancelled() else fut.exception()
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """A drain or close left behind: its error is logged, never "never retrieved"
-    (nats-py flushes buffered publishes into a dead socket: an ``OSError``)."""
-    exc = _outcome(fut)
-    if exc is not None and not isinstance(exc, asyncio.CancelledError):
-        log.debug("closing a NATS connection: %r", exc)
+# the longest Bus.close takes: the drain's 2 s, then, against a stalled server,
+# nats-py's drain swallows that cancel and flushes for up to its 10 s
+CLOSE_BOUND_S = 2.0 + 10.0
 
 
 class BusClosed(ConnectionError):
@@ -88,28 +78,16 @@ class Bus:
         return kv
 
     async def close(self) -> None:
-        """Drain, else close; within ``CLOSE_S`` each, whatever the server does.
-
-        Against a stalled server (SIGSTOPped, or partitioned away) nats-py's
-        ``drain`` swallows a cancel and then flushes for up to 10 s, and ``close``
-        writes into a full socket: ``wait_for`` would wait for the cancelled drain
-        (R16: an actor abandoned by its supervisor, stuck here).  Each is left
-        behind at its deadline instead; the socket goes with the process or the
-        next close."""
-        try:
-            if not self.nc.is_closed:
-                drain = asyncio.ensure_future(self.nc.drain())
-                drain.add_done_callback(_retrieve)
-                await asyncio.wait({drain}, timeout=CLOSE_S)
-                if not drain.done() or _outcome(drain) is not None:
-                    why = "timed out" if not drain.done() else repr(_outcome(drain))
-                    log.debug("drain of %s: %s; closing", self.name, why)
-                    drain.cancel()
-                    close = asyncio.ensure_future(self.nc.close())
-                    close.add_done_callback(_retrieve)
-                    await asyncio.wait({close}, timeout=CLOSE_S)
-        finally:
-            self.closed.set()
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=2.0)
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                log.debug("drain of %s failed (%s); closing", self.name, exc)
+                try:
+                    await self.nc.close()
+                except OSError as lost:  # nats-py flushes buffered publishes into a dead socket
+                    log.debug("close of %s: %s", self.name, lost)
+        self.closed.set()
 
     async def wait_online(self) -> None:
         """Return at once while connected, else when the connection is back."""
