@@ -25,7 +25,7 @@ from rbot.bus.config import Settings
 from rbot.bus.connection import Bus
 from rbot.bus.messages import ActiveMark, ExpireCmd
 from rbot.bus.subjects import is_live_partition
-from rbot.bus.timing import every
+from rbot.bus.timing import every, raise_if_cancelled
 
 from .base import Actor, Ready
 
@@ -84,6 +84,7 @@ class TtlReaper(Actor):
             self.bus.reconnected.clear()
             watcher = await kv.watch(keys.active_all())
             try:
+                raise_if_cancelled()  # the watch's request may have swallowed a cancel
                 async with asyncio.TaskGroup() as tg:
                     consumer = tg.create_task(self._consume(watcher))
                     await self.bus.reconnected.wait()  # a watch is a hint: re-create it

@@ -21,6 +21,7 @@ from rbot.bus.connection import connect
 from rbot.bus.credentials import auth_for
 from rbot.bus.messages import ActorEvent
 from rbot.bus.subjects import is_token
+from rbot.bus.timing import raise_if_cancelled
 
 log = logging.getLogger("rbot.reporter")
 
@@ -73,5 +74,6 @@ class Reporter:
                     log.info(
                         "lifecycle snapshot of %s not stored: %s", ev.actor, type(exc).__name__
                     )
+                raise_if_cancelled()  # the put's request may have swallowed a cancel
         finally:
             await bus.close()

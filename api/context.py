@@ -26,6 +26,7 @@ from rbot.bus.connection import Bus
 from rbot.bus.messages import Pulse
 from rbot.bus.outage import is_outage
 from rbot.bus.provision import provision
+from rbot.bus.timing import raise_if_cancelled
 
 from .candles import CandleBook
 from .errors import ApiError
@@ -79,6 +80,7 @@ class ApiContext:
                         raise
                     log.info("provisioning after a reconnect (try %d): %s", attempt, exc)
                     await asyncio.sleep(0.5)  # JetStream may still be recovering its store
+            raise_if_cancelled()  # provisioning's requests may have swallowed a cancel
 
     def pulse_fresh(self) -> bool:
         if self.last_pulse is None:

@@ -26,7 +26,7 @@ from .messages import Lease as LeaseRecord
 from .outage import LeaseLost, is_outage
 from .provision import LEASE_TTL_S
 from .subjects import check_token
-from .timing import every
+from .timing import every, raise_if_cancelled
 
 log = logging.getLogger("rbot.lease")
 
@@ -116,6 +116,7 @@ async def lead(
             await _release(bus, lease, period)
         if finished:
             return
+        raise_if_cancelled()  # the release's request may have swallowed a cancel
         if on_standby is not None:
             on_standby(None)
         await bus.wait_online()
@@ -131,6 +132,7 @@ async def _acquire(
 ) -> Lease:
     """Queue for the lease until we hold it; a bus outage only delays the next try."""
     while True:
+        raise_if_cancelled()  # a lease request below may have swallowed a cancel
         await bus.wait_online()
         holder: str | None = None
         try:

@@ -54,6 +54,7 @@ from rbot.bus.messages import (
     TradingState,
 )
 from rbot.bus.pnl import Rate
+from rbot.bus.timing import raise_if_cancelled
 
 from ..backoff import Backoff
 from ..paper.partition import (
@@ -164,6 +165,7 @@ class LiveWorker(PartitionWorker):
                 if not fut.done():
                     fut.set_result(summary)
             await self._flush()
+            raise_if_cancelled()  # a broker or KV request may have swallowed a cancel
 
     async def _apply_command(self, msg: Msg) -> None:
         try:

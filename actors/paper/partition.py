@@ -498,8 +498,13 @@ class PartitionWorker:
         self.ended, self.recent, self.dirty = [], [], False
 
     async def _publish(self, change: Change) -> int:
-        """Publish the change's event; its ORDERS sequence (the original one for a re-publish)."""
-        o = change.order
+        """Publish the change's event; its ORDERS sequence (the original one for a re-publish).
+
+        The event names this worker and its epoch, a re-publish of an earlier
+        owner's change included (a place cut off between its KV write and its
+        event): the epochs in a partition's events then never go back."""
+        o = self._stamp(change.order)
+        change = Change(o, change.event, change.fill, change.reason)
         subject = self.bus.subjects.order_event(o.venue, o.symbol, change.event)
         msg_id = msgids.event(o.id, o.events)
         data = codec.encode_envelope(

@@ -42,8 +42,11 @@ async def _escalates(
     t0 = time.monotonic()
     await proc.start()
     assert proc.proc is not None
-    async with asyncio.timeout(timeout):
-        code = await proc.proc.wait()
+    try:
+        async with asyncio.timeout(timeout):
+            code = await proc.proc.wait()
+    except TimeoutError:
+        raise AssertionError(f"no exit within {timeout} s:\n{proc.tail()}") from None
     took = time.monotonic() - t0
     await proc.kill()  # collects the rest of its output
     rec = codec.decode((await control.get(keys.TRADING)).value or b"", TradingStateRecord)
