@@ -39,7 +39,7 @@ from nats.js.errors import NotFoundError
 from rbot.bus import codec
 from rbot.bus.connection import Bus, connect
 from rbot.bus.kvscan import scan
-from rbot.bus.messages import FenceRecord, Tick
+from rbot.bus.messages import FenceRecord, Order, OrderStatus, Tick
 from rbot.bus.provision import provision
 from tests.conftest import make_settings
 from tests.natsd import NatsServer
@@ -296,6 +296,14 @@ async def read_stream(bus: Bus, name: str) -> list[tuple[int, str, dict[str, Any
 async def kv_values(bus: Bus, bucket: str, pattern: str, kind: type[T]) -> dict[str, T]:
     kv = await bus.kv(bucket)
     return {e.key: codec.decode(e.value or b"", kind) for e in await scan(kv, pattern)}
+
+
+async def active_left(bus: Bus, oids: Iterable[str]) -> tuple[list[str], dict[str, Order]]:
+    """Which of ``oids`` are still active (or not written yet), and every order record."""
+    orders = await kv_values(bus, "orders", "o.*", Order)
+    left = [o for o in oids if (rec := orders.get(f"o.{o}")) is None
+            or rec.status in (OrderStatus.PENDING, OrderStatus.OPEN)]  # fmt: skip
+    return left, orders
 
 
 async def exec_state(bus: Bus) -> tuple[list[ConsumerInfo], StreamState]:

@@ -29,15 +29,14 @@ import httpx
 import pytest
 
 from rbot.bus.connection import Bus
-from rbot.bus.messages import Order, OrderStatus
 from tests.chaos.conftest import (
     BANNER_ACTORS,
     BANNER_API,
     RBOT,
     Spawn,
     Waker,
+    active_left,
     figures,
-    kv_values,
     publish_tick,
     rbot_env,
     read_stream,
@@ -173,9 +172,7 @@ async def test_r15_partitions_split_and_move_without_double_apply(
                 assert r.status_code in (200, 409), r.text
             async with Waker(bus, bus.subjects.order_events) as waker, asyncio.timeout(90):
                 while True:
-                    orders = await kv_values(bus, "orders", "o.*", Order)
-                    left = [o for o in acked if (rec := orders.get(f"o.{o}")) is None
-                            or rec.status in (OrderStatus.PENDING, OrderStatus.OPEN)]  # fmt: skip
+                    left, _ = await active_left(bus, acked)
                     if not left:
                         break
                     await waker.wait()

@@ -36,7 +36,7 @@ import httpx
 import pytest
 
 from rbot.bus.connection import Bus
-from rbot.bus.messages import FenceRecord, Order, OrderStatus, Tick
+from rbot.bus.messages import FenceRecord, Order, Tick
 from rbot.bus.messages import Lease as LeaseRecord
 from rbot.bus.outage import OUTAGE_ERRORS
 from tests.chaos.conftest import (
@@ -44,6 +44,7 @@ from tests.chaos.conftest import (
     BANNER_API,
     Spawn,
     Waker,
+    active_left,
     figures,
     kv_values,
     rbot_env,
@@ -371,9 +372,7 @@ async def test_node_loss_under_load(
             try:
                 async with Waker(bus, bus.subjects.order_events) as waker, asyncio.timeout(90):
                     while True:
-                        orders = await kv_values(bus, "orders", "o.*", Order)
-                        left = [o for o in acked if (rec := orders.get(f"o.{o}")) is None
-                                or rec.status in (OrderStatus.PENDING, OrderStatus.OPEN)]  # fmt: skip
+                        left, orders = await active_left(bus, acked)
                         if not left:
                             break
                         await waker.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import httpx
 import msgspec
 import pytest
 
@@ -346,6 +347,15 @@ async def test_sse_resumes_from_last_event_id(settings: Settings, bus: Bus) -> N
         assert ids.index(last_id) + 1 < len(ids) and ids[ids.index(last_id) + 1] == last_id + 1
 
 
+async def _resting_limit(c: httpx.AsyncClient, tap: EventTap) -> str:
+    """A buy limit below the market (it rests): its id once it is booked."""
+    limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
+             "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
+    oid: str = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
+    await tap.next("oco_placed", oid)
+    return oid
+
+
 @pytest.mark.timeout(90)
 async def test_a_partition_whose_consumer_is_gone_makes_it_again(
     settings: Settings, bus: Bus
@@ -357,10 +367,7 @@ async def test_a_partition_whose_consumer_is_gone_makes_it_again(
         token = await stack.user("consumer@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
         async with stack.client(token) as c:
-            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
-                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
-            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
-            await tap.next("oco_placed", oid)
+            oid = await _resting_limit(c, tap)
             part = bus.subjects.partition("oanda", "EUR_USD")
             await bus.js.delete_consumer(
                 bus.subjects.stream("EXEC"), bus.subjects.exec_consumer(part)
@@ -384,10 +391,7 @@ async def test_an_active_order_the_rebuild_missed_is_cancelled_all_the_same(
         token = await stack.user("missed@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
         async with stack.client(token) as c:
-            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
-                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
-            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
-            await tap.next("oco_placed", oid)
+            oid = await _resting_limit(c, tap)
             user = (await c.get(f"/orders/{oid}")).json()["user"]
     kv = await bus.kv("orders")
     await kv.delete(keys.active(bus.subjects.partition("oanda", "EUR_USD"), user, oid))
@@ -413,10 +417,7 @@ async def test_a_place_cut_off_after_its_kv_write_is_finished_before_its_cancel(
         token = await stack.user("cutoff@test")
         await publish_tick(bus, "oanda", "EUR_USD", "1.16500", "1.16514")
         async with stack.client(token) as c:
-            limit = {**SEED_TEST2, "order_type": "LIMIT", "entry_price": 1.1620,
-                     "stop_loss_price": 1.1550, "take_profit_price": 1.1700}  # fmt: skip
-            oid = (await c.post("/brokers/oanda/orders", json=limit)).json()["order_id"]
-            await tap.next("oco_placed", oid)
+            oid = await _resting_limit(c, tap)
     # the state a cut-off place leaves: the order's record only, under a new id
     kv = await bus.kv("orders")
     entry = await kv.get(keys.order(oid))
