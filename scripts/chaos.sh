@@ -8,7 +8,7 @@
 # tests/chaos/RESULTS.md (the soak: tests/chaos/SOAK.md) with the date, the commit
 # and the outcome.
 #
-#   scripts/chaos.sh              full sizes (about 17 minutes on 2 cores)
+#   scripts/chaos.sh              full sizes (about 13 minutes on 2 cores)
 #   scripts/chaos.sh --soak       R12 only, 30 minutes (RBOT_SOAK_S=1800 unless set)
 #   scripts/chaos.sh -k r11       extra arguments go to pytest
 #
