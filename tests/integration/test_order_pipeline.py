@@ -356,6 +356,15 @@ async def _resting_limit(c: httpx.AsyncClient, tap: EventTap) -> str:
     return oid
 
 
+async def _cancelled(c: httpx.AsyncClient, tap: EventTap, oid: str) -> None:
+    """Cancel ``oid`` by REST and see its ``order_cancelled`` (client's reason)."""
+    r = await c.delete(f"/orders/{oid}")
+    assert r.status_code == 200, r.text
+    async with asyncio.timeout(30):
+        ev = await tap.next("order_cancelled", oid)
+    assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+
+
 @pytest.mark.timeout(90)
 async def test_a_partition_whose_consumer_is_gone_makes_it_again(
     settings: Settings, bus: Bus
@@ -372,11 +381,7 @@ async def test_a_partition_whose_consumer_is_gone_makes_it_again(
             await bus.js.delete_consumer(
                 bus.subjects.stream("EXEC"), bus.subjects.exec_consumer(part)
             )
-            r = await c.delete(f"/orders/{oid}")  # the command waits on EXEC
-            assert r.status_code == 200, r.text
-            async with asyncio.timeout(30):
-                ev = await tap.next("order_cancelled", oid)
-            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+            await _cancelled(c, tap, oid)  # the command waits on EXEC
 
 
 @pytest.mark.timeout(90)
@@ -398,11 +403,7 @@ async def test_an_active_order_the_rebuild_missed_is_cancelled_all_the_same(
     async with running_stack(settings, only=NO_SIM) as stack, EventTap(bus) as tap:
         token = await stack.user("missed@test")
         async with stack.client(token) as c:
-            r = await c.delete(f"/orders/{oid}")
-            assert r.status_code == 200, r.text
-            async with asyncio.timeout(30):
-                ev = await tap.next("order_cancelled", oid)
-            assert ev["payload"]["reason"] == "CLIENT_REQUEST"
+            await _cancelled(c, tap, oid)
 
 
 @pytest.mark.timeout(90)
